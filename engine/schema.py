@@ -67,7 +67,7 @@ def _describe_type(value: Any) -> str:
 
 
 def _field_name(path: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in path) or "(document)"
+    return ".".join(str(p) for p in path) or "the top level"
 
 
 def check(doc: Document, kind: str, data: Any = None, base: tuple[Any, ...] = (),
