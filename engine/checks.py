@@ -214,10 +214,10 @@ def check_subscription(rep: _Report, lr: LoadedRule, here: PathKey, spec: dict[s
                     f"template `{name}` has no keyword `{key}`",
                     suggest(key, tpl.keywords) or "keywords: " + ", ".join(tpl.keywords),
                     key=True, length=len(key))
-    missing = [k for k in tpl.keywords if k not in data]
-    if missing:
+    absent = [k for k in tpl.keywords if k not in data]
+    if absent:
         rep.add(doc, here + ("data",), "TEMPLATE_KEYS",
-                f"data is missing keyword(s) {', '.join(missing)} of template `{name}`",
+                f"data is missing keyword(s) {', '.join(absent)} of template `{name}`",
                 "WeChat rejects a send whose data lacks a keyword (47003)")
     for key, value in data.items():
         kind = tpl.keywords.get(key)
@@ -377,7 +377,7 @@ def _events_referenced(rule: Any) -> set[str]:
 
 def _reward_paths(doc: Document, base: PathKey) -> list[tuple[tuple[str, dict[str, Any]], PathKey]]:
     raw = _get(doc.data, base)
-    out = []
+    out: list[tuple[tuple[str, dict[str, Any]], PathKey]] = []
     if not isinstance(raw, dict):
         return out
     for at, actions in _action_specs(raw, base):

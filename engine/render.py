@@ -88,6 +88,7 @@ def analyse(text: str) -> tuple[list[Reference], TemplateProblem | None]:
         return [], TemplateProblem(exc.message or "template syntax error", line, offset)
     refs: list[Reference] = []
     seen_attr: set[int] = set()
+    node: Any
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         base = node.node
         if isinstance(base, nodes.Name):

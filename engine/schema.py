@@ -85,6 +85,7 @@ def _to_diagnostics(doc: Document, err: ValidationError, base: tuple[Any, ...]) 
     path = base + tuple(err.absolute_path)
     where = _field_name(path)
     v = err.validator
+    vv: Any = err.validator_value
     if v == "additionalProperties" and isinstance(err.instance, dict):
         allowed = list((err.schema.get("properties") or {}).keys())  # type: ignore[union-attr]
         diags = []
@@ -101,11 +102,11 @@ def _to_diagnostics(doc: Document, err: ValidationError, base: tuple[Any, ...]) 
         if diags:
             return diags
     if v == "required":
-        missing = err.message.split("'")[1] if "'" in err.message else str(err.validator_value)
+        missing = err.message.split("'")[1] if "'" in err.message else str(vv)
         return [Diagnostic(Severity.ERROR, "SCHEMA_REQUIRED",
                            f"missing required key `{missing}` in {where}", doc.pos(path))]
     if v == "type":
-        expected = err.validator_value
+        expected = vv
         exp = " or ".join(expected) if isinstance(expected, list) else expected
         names = {"object": "a mapping", "array": "a list", "string": "a string",
                  "integer": "a whole number", "number": "a number", "boolean": "true or false",
@@ -115,15 +116,15 @@ def _to_diagnostics(doc: Document, err: ValidationError, base: tuple[Any, ...]) 
                            f"{where} must be {exp_words}, not {_describe_type(err.instance)}",
                            doc.pos(path))]
     if v == "enum":
-        options = ", ".join(json.dumps(o, ensure_ascii=False) for o in err.validator_value)
-        hint = did_you_mean(str(err.instance), [str(o) for o in err.validator_value])
+        options = ", ".join(json.dumps(o, ensure_ascii=False) for o in vv)
+        hint = did_you_mean(str(err.instance), [str(o) for o in vv])
         return [Diagnostic(Severity.ERROR, "SCHEMA_ENUM",
                            f"{where} is `{err.instance}`; expected one of {options}",
                            doc.pos(path), hint=hint)]
     if v == "pattern":
         return [Diagnostic(Severity.ERROR, "SCHEMA_PATTERN",
                            f"{where} `{err.instance}` does not match the pattern "
-                           f"{err.validator_value}", doc.pos(path), hint=_pattern_hint(path))]
+                           f"{vv}", doc.pos(path), hint=_pattern_hint(path))]
     if v in ("maxProperties", "minProperties") and path and _field_name(path[-1:]).isdigit():
         return [Diagnostic(Severity.ERROR, "SCHEMA_SHAPE",
                            f"{where}: each action is a mapping with exactly one key "

@@ -70,9 +70,9 @@ def format_text(result: Result, strict: bool = False, color: bool = False) -> st
     errors = sum(1 for d in result.diagnostics if effective(d, strict) == "error")
     warnings = sum(1 for d in result.diagnostics if effective(d, strict) == "warning"
                    and not d.accepted)
-    accepted = sum(1 for d in result.diagnostics if d.accepted)
+    n_accepted = sum(1 for d in result.diagnostics if d.accepted)
     summary = (f"{result.files} file(s), {result.rules} rule(s): {errors} error(s), "
-               f"{warnings} warning(s)" + (f", {accepted} accepted" if accepted else ""))
+               f"{warnings} warning(s)" + (f", {n_accepted} accepted" if n_accepted else ""))
     lines.append(summary if result.diagnostics else f"{summary}: all clean")
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ from yaml.resolver import BaseResolver
 
 from .errors import Diagnostic, Position, Severity
 
+_Parser: Any
 try:  # libyaml is in every PyYAML wheel; the pure parser is the fallback
     from yaml._yaml import CParser as _Parser
 except ImportError:  # pragma: no cover
@@ -60,7 +61,7 @@ _Resolver12.add_implicit_resolver(
 
 
 if _Parser is not None:
-    class _Loader(_Parser, BaseConstructor, _Resolver12):  # type: ignore[misc, valid-type]
+    class _Loader(_Parser, BaseConstructor, _Resolver12):
         def __init__(self, stream: str) -> None:
             _Parser.__init__(self, stream)
             BaseConstructor.__init__(self)
@@ -131,10 +132,10 @@ class Document:
             return Position(self.path, m.line, m.column)
         while p not in self.marks and p:
             p = p[:-1]
-        m = self.marks.get(p)
-        if m is None:
+        found = self.marks.get(p)
+        if found is None:
             return Position(self.path, 1, 1)
-        return Position(self.path, m.line, m.column)
+        return Position(self.path, found.line, found.column)
 
     def index_to_position(self, index: int) -> Position:
         line = bisect.bisect_right(self._line_starts, index) - 1

@@ -107,10 +107,11 @@ class _Checker:
         out = ["now", "lifecycle"]
         out += [f"user.{a}" for a in ["user_id", *self.model.user]]
         out += [f"rfm.{f}" for f in RFM_FIELDS]
-        if self.scope.trigger_event in self.model.events:
-            out += [f"event.{f}" for f in self.model.events[self.scope.trigger_event].field_names()]
+        trig = self.scope.trigger_event
+        if trig is not None and trig in self.model.events:
+            out += [f"event.{f}" for f in self.model.events[trig].field_names()]
         for ev in (row, self.scope.bare_event):
-            if ev in self.model.events:
+            if ev is not None and ev in self.model.events:
                 out += self.model.events[ev].field_names()
         return out
 
@@ -179,8 +180,9 @@ class _Checker:
                 f = model.events[row].field(word)
                 assert f is not None
                 return TRowField(str(f.type), span, row, word, word in STANDARD_EVENT_FIELDS)
-            if self.scope.bare_event in model.events and model.events[self.scope.bare_event].field(word):
-                f = model.events[self.scope.bare_event].field(word)
+            bare = self.scope.bare_event
+            if bare is not None and bare in model.events and model.events[bare].field(word):
+                f = model.events[bare].field(word)
                 assert f is not None
                 return TEventField(str(f.type), span, word, word in STANDARD_EVENT_FIELDS)
             if word == "now":
@@ -282,9 +284,11 @@ class _Checker:
         windowed_max = 1 if func == "streak" else 2
         if not self._arity(n, 1, windowed_max):
             return TLit(ANY, n.span, None)
-        subject, where = n.args[0], None
+        subject: s.Node = n.args[0]
+        where: s.Node | None = None
         if isinstance(subject, s.Where):
-            subject, where = subject.subject, subject.cond
+            where = subject.cond
+            subject = subject.subject
         wants_prop = func in ("sum", "avg", "min", "max")
         if not isinstance(subject, s.Name) or len(subject.parts) != (2 if wants_prop else 1):
             example = f"{func}(order_paid.amount, 90d)" if wants_prop else f"{func}(order_paid)"
@@ -356,15 +360,15 @@ class _Checker:
                                   n.span)
             args = tuple(self.expr(a, row) for a in n.args)
             t = ANY
-            for a in args:
-                if a.type in (ANY, NULL):
+            for ta in args:
+                if ta.type in (ANY, NULL):
                     continue
                 if t == ANY:
-                    t = a.type
-                elif not _compatible(t, a.type):
+                    t = ta.type
+                elif not _compatible(t, ta.type):
                     return self.error("COND_TYPE", f"coalesce() mixes {describe(t)} and "
-                                      f"{describe(a.type)}", a.span)
-                elif a.type == MONEY:
+                                      f"{describe(ta.type)}", ta.span)
+                elif ta.type == MONEY:
                     t = MONEY
             return TCall(t, n.span, func, args)
         if not self._arity(n, 1, 1):
@@ -547,7 +551,7 @@ class _Checker:
             f = self.model.events[node.event].field(node.name)
         elif isinstance(node, TEventField):
             ev = self.scope.trigger_event or self.scope.bare_event
-            if ev in self.model.events:
+            if ev is not None and ev in self.model.events:
                 f = self.model.events[ev].field(node.name)
         if f is not None and f.enum is not None:
             return [str(v) for v in f.enum]

@@ -130,7 +130,7 @@ def _tspan(tok: Token) -> Span:
 
 
 @v_args(meta=True)
-class _Build(Transformer):  # type: ignore[type-arg]
+class _Build(Transformer):
     def or_(self, meta: Any, c: list[Any]) -> Binary:
         return Binary(_span(meta), "or", c[0], c[1])
 
@@ -188,7 +188,7 @@ class _Build(Transformer):  # type: ignore[type-arg]
     def null(self, meta: Any, c: list[Any]) -> Lit:
         return Lit(_span(meta), None, "null")
 
-    def list(self, meta: Any, c: list[Any]) -> ListLit:
+    def list_(self, meta: Any, c: list[Any]) -> ListLit:
         return ListLit(_span(meta), tuple(x for x in c if x is not None))
 
     def call(self, meta: Any, c: list[Any]) -> Call:

@@ -261,7 +261,7 @@ def _message(spec: dict[str, Any]) -> Action | None:
     if not isinstance(spec.get("channel"), str):
         return None
     data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
-    fallback = spec.get("fallback") if isinstance(spec.get("fallback"), list) else []
+    fallback: list[Any] = spec["fallback"] if isinstance(spec.get("fallback"), list) else []
     return MessageAction(
         channel=spec["channel"], fallback=tuple(str(f) for f in fallback),
         template=spec.get("template") if isinstance(spec.get("template"), str) else None,
@@ -331,8 +331,8 @@ def build_experiment(raw: Any, b: _Builder) -> Experiment | None:
         actions = None
         if isinstance(v.get("actions"), list):
             actions = build_actions(v["actions"], ("experiment", "variants", i, "actions"), b)
-        weight = v.get("weight") if isinstance(v.get("weight"), int) else 1
-        variants.append(Variant(v["name"], int(weight), actions))
+        weight: int = v["weight"] if isinstance(v.get("weight"), int) else 1
+        variants.append(Variant(v["name"], weight, actions))
     if holdout >= 1.0 and raw.get("holdout") is not None:
         b.err("BAD_PERCENT", "a 100% holdout means the rule never acts",
               ("experiment", "holdout"))
