@@ -109,7 +109,7 @@ def check_rule(rep: _Report, lr: LoadedRule) -> None:
     raw = _get(doc.data, base)
     if not isinstance(raw, dict):
         return
-    if rule.marketing and rule.limits is None:
+    if rule.marketing and rule.limits is None and "limits" not in raw:  # else: reported
         rep.add(doc, base + ("id",), "NO_LIMITS", f"marketing rule `{rule.id}` has no `limits`",
                 "add e.g. `limits: {max: 1, per: 30d}` so one user is not messaged every tick")
     if isinstance(raw.get("name"), str):

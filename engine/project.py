@@ -119,7 +119,7 @@ def _config_file(root: Path, name: str, kind: str, build: Callable[[Any], Built]
     if not isinstance(data, dict):
         return default
     if errors:
-        data = _drop_bad(data, errors, doc)
+        data = _drop_bad(data, kind)
     try:
         built = build(data)
     except (KeyError, TypeError, ValueError, AttributeError):
@@ -129,15 +129,30 @@ def _config_file(root: Path, name: str, kind: str, build: Callable[[Any], Built]
     return built.value
 
 
-def _drop_bad(data: dict[str, Any], errors: list[Diagnostic], doc: Document) -> dict[str, Any]:
-    """Keep the top-level entries that had no schema error, so the good ones still build."""
-    bad_lines = {e.pos.line for e in errors}
-    keep = {}
+def _drop_bad(data: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Remove what broke the schema, so everything else in the file still builds.
+
+    The unit removed is one second-level entry (a channel, a user attribute, an event type,
+    a field of a template or coupon stock) or one item of a top-level list: one typo must not
+    take the rest of the file, and every rule that relies on it, down with it. Unknown keys
+    stay: the builders ignore them and the schema has reported them."""
+    cuts: set[tuple[Any, ...]] = set()
+    for err in schema.validator(kind).iter_errors(data):
+        if err.validator == "additionalProperties" or not err.absolute_path:
+            continue
+        path = tuple(err.absolute_path)
+        cuts.add(path[:1] if len(path) == 1 or not isinstance(data.get(path[0]), (dict, list))
+                 else path[:2])
+    keep: dict[str, Any] = {}
     for key, value in data.items():
-        start = doc.pos((key,), key=True).line
-        end = max((m.line for p, m in doc.marks.items() if p[:1] == (key,)), default=start)
-        if not any(start <= line <= end for line in bad_lines):
-            keep[key] = value
+        if (key,) in cuts:
+            continue
+        gone = {c[1] for c in cuts if len(c) == 2 and c[0] == key}
+        if gone and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in gone}
+        elif gone and isinstance(value, list):
+            value = [v for i, v in enumerate(value) if i not in gone]
+        keep[key] = value
     return keep
 
 
@@ -194,7 +209,47 @@ def load(project: str | os.PathLike[str] | None = None, paths: Sequence[str] = (
             seen[lr.rule.id] = lr
     proj = Project(root, config, model, templates, coupons,
                    tuple(lr.rule for lr in seen.values()))
+    if not chosen:
+        files += _check_rule_tests(root, set(seen), diags, docs)
     return Loaded(proj, list(seen.values()), docs, diags, files)
+
+
+def rule_test_files(root: Path) -> list[Path]:
+    """Rule tests: `tests/*.yaml` directly in the project's tests/ directory."""
+    tests = root / "tests"
+    if not tests.is_dir():
+        return []
+    return sorted(p for p in tests.iterdir() if p.suffix in RULE_SUFFIXES and p.is_file())
+
+
+def _check_rule_tests(root: Path, rule_ids: set[str], diags: list[Diagnostic],
+                      docs: dict[str, Document]) -> int:
+    from .lang.checker import suggest
+
+    paths = rule_test_files(root)
+    for path in paths:
+        doc = _read(path, diags)
+        if doc is None:
+            continue
+        docs[doc.path] = doc
+        diags.extend(schema.check(doc, "ruletest", doc.data if doc.data is not None else {}))
+        if not isinstance(doc.data, dict):
+            continue
+        refs: list[tuple[tuple[Any, ...], Any]] = [
+            (("rules", i), r) for i, r in enumerate(doc.data.get("rules") or [])]
+        expects: list[tuple[tuple[Any, ...], Any]] = [
+            (("expect", i), e) for i, e in enumerate(doc.data.get("expect") or [])]
+        for j, step in enumerate(doc.data.get("steps") or []):
+            if isinstance(step, dict):
+                expects += [(("steps", j, "expect", i), e)
+                            for i, e in enumerate(step.get("expect") or [])]
+        refs += [(at + ("rule",), e.get("rule")) for at, e in expects if isinstance(e, dict)]
+        for at, rid in refs:
+            if isinstance(rid, str) and rid not in rule_ids:
+                diags.append(Diagnostic(Severity.ERROR, "UNKNOWN_RULE",
+                                        f"rule test names unknown rule `{rid}`", doc.pos(at),
+                                        hint=suggest(rid, rule_ids)))
+    return len(paths)
 
 
 def load_project(project: str | os.PathLike[str] | None = None) -> Project:

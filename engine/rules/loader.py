@@ -155,7 +155,7 @@ def build_trigger(raw: Any, b: _Builder) -> Trigger | None:
     at: PathKey = ("trigger",)
     kinds = [k for k in TRIGGER_KINDS if k in raw]
     if not kinds:
-        if raw:
+        if any(k in _TRIGGER_MODIFIERS for k in raw):  # only unknown keys: the schema said so
             b.err("TRIGGER_KIND", "the trigger names no kind; use one of "
                   + ", ".join(TRIGGER_KINDS), at)
         return None
