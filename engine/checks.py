@@ -55,11 +55,33 @@ def _get(data: Any, path: PathKey) -> Any:
 def check_loaded(loaded: Loaded) -> None:
     """Run every static check and apply `allow:` entries; results go to loaded.diagnostics."""
     rep = _Report(loaded)
+    check_config(rep)
     check_coupon_copy(rep)
     for lr in loaded.rules:
         check_rule(rep, lr)
     apply_allows(loaded)
     loaded.diagnostics.sort(key=Diagnostic.sort_key)
+
+
+def check_config(rep: _Report) -> None:
+    """engine.yaml names that refer to the data model and to itself."""
+    doc = rep.loaded.docs.get(_doc_name(rep, "engine.yaml"))
+    if doc is None or not isinstance(doc.data, dict):
+        return
+    model, cfg = rep.project.datamodel, rep.project.config
+    purchase = doc.data.get("purchase_event")
+    if isinstance(purchase, str) and model.events and purchase not in model.events:
+        rep.add(doc, ("purchase_event",), "UNKNOWN_EVENT",
+                f"purchase_event `{purchase}` is not an event type in datamodel.yaml",
+                suggest(purchase, model.events) or "RFM counts this event; declare it")
+    caps = (doc.data.get("policy") or {}).get("caps") if isinstance(doc.data.get("policy"),
+                                                                     dict) else None
+    for i, cap in enumerate(caps or []):
+        if isinstance(cap, dict) and isinstance(cap.get("channel"), str) \
+                and cap["channel"] not in cfg.channels:
+            rep.add(doc, ("policy", "caps", i, "channel"), "UNKNOWN_CHANNEL",
+                    f"cap names channel `{cap['channel']}`, which is not configured",
+                    suggest(cap["channel"], cfg.channels) or "configure it under `channels:`")
 
 
 def check_coupon_copy(rep: _Report) -> None:
@@ -303,11 +325,17 @@ def check_template_text(rep: _Report, lr: LoadedRule, path: PathKey, text: str,
                         "with an event trigger", offset=offset, length=5)
             elif ref.attr is not None and trigger_event in model.events:
                 et = model.events[trigger_event]
-                if et.field(ref.attr) is None:
+                ef = et.field(ref.attr)
+                if ef is None:
                     rep.add(doc, path, "TEMPLATE_UNDEFINED",
                             f"`{trigger_event}` events have no field `{ref.attr}`",
                             suggest(ref.attr, et.field_names()), offset=offset,
                             length=len(ref.attr) + 6)
+                elif ef.pii and user_facing:
+                    rep.add(doc, path, "PII_IN_MESSAGE", f"`event.{ref.attr}` is personal "
+                            "information (pii: true) and may not be rendered into a message",
+                            "PIPL: minimum necessary; leave it out of the text",
+                            offset=offset, length=len(ref.attr) + 6)
 
 
 def _ref_offset(text: str, ref: render.Reference) -> int:
@@ -359,8 +387,8 @@ def check_social(rep: _Report, lr: LoadedRule) -> None:
         else:
             if not (referenced & participation):
                 rep.add(doc, path, "SHARE_REWARD_NO_PARTICIPATION",
-                        f"a {kind} for sharing (`{uses[0].event}`) with no recipient-participation "
-                        "condition", "reward only the recipient's real participation, e.g. an "
+                        f"{'points' if kind == 'points' else 'a coupon'} for sharing "
+                        f"(`{uses[0].event}`) with no recipient-participation condition", "reward only the recipient's real participation, e.g. an "
                         "event marked `recipient_action: true` in datamodel.yaml")
 
 

@@ -69,7 +69,6 @@ CODES: dict[str, tuple[Severity, str]] = {
     "TEMPLATE_UNDEFINED": (E, "a message template uses a name that is not available"),
     "LONG_TERM_MARKETING": (W, "a long-term subscription template used for marketing"),
     "NO_LIMITS": (W, "a marketing rule without per-user `limits`"),
-    "UNUSED_COUPON_RESULT": (W, "`{{ coupon.* }}` used before any coupon action"),
     # compliance (WeChat platform rules, advertising law, PIPL)
     "FORCED_SHARE": (E, "copy that forces or induces sharing"),
     "SOCIAL_CASH_REWARD": (E, "a cash or red-packet reward conditioned on sharing"),

@@ -60,7 +60,13 @@ def phrase_hits(text: str, lists: Mapping[str, tuple[str, ...]]) -> list[Hit]:
             start = folded.find(phrase.casefold())
             if start >= 0:
                 hits.append(Hit(name, code, phrase, start))
-    return sorted(hits, key=lambda h: h.offset)
+    hits.sort(key=lambda h: (h.offset, -len(h.phrase)))
+    kept: list[Hit] = []
+    for h in hits:  # 稳赚不赔 also contains 稳赚: report the longest phrase once
+        if kept and h.offset < kept[-1].offset + len(kept[-1].phrase):
+            continue
+        kept.append(h)
+    return kept
 
 
 def has_opt_out(text: str, lists: Mapping[str, tuple[str, ...]]) -> bool:

@@ -101,11 +101,12 @@ def check(doc: Document, kind: str, data: Any = None, base: tuple[Any, ...] = ()
     out: list[Diagnostic] = []
     for err in sorted(validator(kind, pointer).iter_errors(instance),
                       key=lambda e: [str(p) for p in e.absolute_path]):
-        out.extend(_to_diagnostics(doc, err, base))
+        out.extend(_to_diagnostics(doc, err, base, kind))
     return out
 
 
-def _to_diagnostics(doc: Document, err: "ValidationError", base: tuple[Any, ...]) -> list[Diagnostic]:
+def _to_diagnostics(doc: Document, err: "ValidationError", base: tuple[Any, ...],
+                    kind: str = "") -> list[Diagnostic]:
     path = base + tuple(err.absolute_path)
     where = _field_name(path)
     v = err.validator
@@ -145,6 +146,10 @@ def _to_diagnostics(doc: Document, err: "ValidationError", base: tuple[Any, ...]
         return [Diagnostic(Severity.ERROR, "SCHEMA_ENUM",
                            f"{where} is `{err.instance}`; expected one of {options}",
                            doc.pos(path), hint=hint)]
+    if v == "pattern" and path and path[-1] == "type" and kind == "datamodel":
+        return [Diagnostic(Severity.ERROR, "BAD_TYPE",
+                           f"`{err.instance}` is not a type; use string, number, bool, money, "
+                           "timestamp, date or list<T> of one of them", doc.pos(path))]
     if v == "pattern":
         return [Diagnostic(Severity.ERROR, "SCHEMA_PATTERN",
                            f"{where} `{err.instance}` does not match the pattern "

@@ -124,7 +124,8 @@ def format_github(result: Result, strict: bool = False) -> str:
         kind = {"error": "error", "warning": "warning"}.get(sev, "notice")
         if d.accepted:
             kind = "notice"
-        msg = d.message + (f" (hint: {d.hint})" if d.hint else "")
+        msg = d.message + (f" (hint: {d.hint})" if d.hint else "") \
+            + (f" (accepted: {d.accepted})" if d.accepted else "")
         lines.append(f"::{kind} file={_gh_escape(d.pos.path, True)},line={d.pos.line},"
                      f"col={d.pos.column},title={_gh_escape(d.code, True)}::{_gh_escape(msg)}")
     return "\n".join(lines)

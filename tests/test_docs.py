@@ -176,7 +176,7 @@ def operators_used(node: syntax.Node) -> set[str]:
     stack = [node]
     while stack:
         n = stack.pop()
-        if isinstance(n, syntax.Binary):
+        if isinstance(n, (syntax.Binary, syntax.Logical)):
             out.add(n.op)
         elif isinstance(n, syntax.Unary):
             out.add("neg" if n.op == "-" else n.op)

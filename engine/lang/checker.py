@@ -23,6 +23,16 @@ from .typed import (BOOL, DATE, DURATION, LIFECYCLE_STAGES, MONEY, NULL, NUMBER,
 
 ANY = "?"  # the type of a node that already failed to check
 
+# Names operators reach for from other tools, mapped to ours (better than edit distance).
+_FUNCTION_ALIASES = {
+    "days_ago": "days_since", "hours_ago": "hours_since", "since": "days_since",
+    "size": "len", "length": "len", "count_if": "count", "countif": "count",
+    "ifnull": "coalesce", "nvl": "coalesce", "lowercase": "lower", "tolower": "lower",
+    "dow": "weekday", "day_of_week": "weekday", "dayofweek": "weekday",
+    "tag": "has_tag", "tagged": "has_tag", "any": "exists", "latest": "last",
+    "earliest": "first", "total": "sum", "average": "avg", "mean": "avg",
+}
+
 AGGREGATES = ("count", "sum", "avg", "min", "max", "last", "first", "exists", "days_with",
               "streak")
 FUNCTIONS = ("days_since", "hours_since", "days_until", "has_tag", "lower", "len", "coalesce",
@@ -130,6 +140,8 @@ class _Checker:
             return self.call(n, row)
         if isinstance(n, s.Unary):
             return self.unary(n, row)
+        if isinstance(n, s.Logical):
+            return self.logical(n, row)
         if isinstance(n, s.Binary):
             return self.binary(n, row)
         if isinstance(n, s.IsNull):
@@ -262,7 +274,8 @@ class _Checker:
                                   "filter", n.span)
             return self.aggregate(n)
         if n.func not in FUNCTIONS:
-            hint = suggest(n.func, AGGREGATES + FUNCTIONS)
+            alias = _FUNCTION_ALIASES.get(n.func.lower())
+            hint = f"did you mean `{alias}`?" if alias else suggest(n.func, AGGREGATES + FUNCTIONS)
             return self.error("COND_UNKNOWN_FUNCTION", f"unknown function `{n.func}`",
                               n.name_span, hint)
         return self.function(n, row)
@@ -430,20 +443,20 @@ class _Checker:
             return self.error("COND_TYPE", f"cannot negate {describe(operand.type)}", n.span)
         return TNeg(operand.type, n.span, operand)
 
+    def logical(self, n: s.Logical, row: str | None) -> TExpr:
+        cls = TAnd if n.op == "and" else TOr
+        items: list[TExpr] = []
+        for src in n.items:
+            side = self.expr(src, row)
+            if side.type not in (BOOL, ANY):
+                hint = "compare it, e.g. `count(order_paid) >= 1`" if side.type == NUMBER else ""
+                self.error("COND_TYPE", f"`{n.op}` joins conditions, but this is "
+                           f"{describe(side.type)}", src.span, hint)
+            items.extend(side.items if isinstance(side, cls) else (side,))
+        return cls(BOOL, n.span, tuple(items))
+
     def binary(self, n: s.Binary, row: str | None) -> TExpr:
         op = n.op
-        if op in ("and", "or"):
-            left, right = self.expr(n.left, row), self.expr(n.right, row)
-            for side, src in ((left, n.left), (right, n.right)):
-                if side.type not in (BOOL, ANY):
-                    hint = "compare it, e.g. `count(order_paid) >= 1`" if side.type == NUMBER else ""
-                    self.error("COND_TYPE", f"`{op}` joins conditions, but this is "
-                               f"{describe(side.type)}", src.span, hint)
-            cls = TAnd if op == "and" else TOr
-            items: list[TExpr] = []
-            for side in (left, right):
-                items.extend(side.items if isinstance(side, cls) else (side,))
-            return cls(BOOL, n.span, tuple(items))
         left, right = self.expr(n.left, row), self.expr(n.right, row)
         if op in ("==", "!=", "<", "<=", ">", ">="):
             return self.compare(n, left, right)

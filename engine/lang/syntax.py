@@ -79,12 +79,21 @@ class Binary(Node):
 
 
 @dataclass(frozen=True)
+class Logical(Node):
+    """`a and b and c` / `a or b or c`, kept flat: a chain of 500 terms is one level deep,
+    not 500 (and nothing recursing over the tree can run out of stack)."""
+
+    op: str  # and | or
+    items: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
 class IsNull(Node):
     operand: Node
     negated: bool
 
 
-Expr = Union[Lit, ListLit, Name, Where, Call, Unary, Binary, IsNull]
+Expr = Union[Lit, ListLit, Name, Where, Call, Unary, Binary, Logical, IsNull]
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -143,14 +152,20 @@ def _nodes(c: list[Any]) -> list[Any]:
     return [x for x in c if isinstance(x, Node)]
 
 
+def _chain(op: str, c: list[Any]) -> Logical:
+    left, right = c[0], c[2]
+    head = left.items if isinstance(left, Logical) and left.op == op else (left,)
+    return Logical(_cover(c), op, head + (right,))
+
+
 class _Build(Transformer):
     """Runs inside the LALR parser (Lark's `transformer=`): no parse tree is built."""
 
-    def or_(self, c: list[Any]) -> Binary:
-        return Binary(_cover(c), "or", c[0], c[2], _tspan(c[1]))
+    def or_(self, c: list[Any]) -> Logical:
+        return _chain("or", c)
 
-    def and_(self, c: list[Any]) -> Binary:
-        return Binary(_cover(c), "and", c[0], c[2], _tspan(c[1]))
+    def and_(self, c: list[Any]) -> Logical:
+        return _chain("and", c)
 
     def not_(self, c: list[Any]) -> Unary:
         return Unary(_cover(c), "not", c[1])
@@ -314,6 +329,8 @@ def children(node: Node) -> tuple[Node, ...]:
         return (node.operand,)
     if isinstance(node, Binary):
         return (node.left, node.right)
+    if isinstance(node, Logical):
+        return node.items
     if isinstance(node, IsNull):
         return (node.operand,)
     return ()
@@ -338,6 +355,16 @@ def _friendly(text: str, exc: UnexpectedInput) -> ConditionError:
             else:
                 msg, hint = _SYMBOL_HINTS[ch]
                 return ConditionError(msg, code="COND_SYNTAX", offset=pos, hint=hint)
+        if ch == "#":
+            return ConditionError("`#` is not part of the condition language", code="COND_SYNTAX",
+                                  offset=pos, hint="conditions have no comments; inside a YAML "
+                                  "`>` or `|` block a `#` is condition text, so move the comment "
+                                  "above the key")
+        if ch == "#":
+            return ConditionError("`#` is not part of the condition language", code="COND_SYNTAX",
+                                  offset=pos, hint="conditions have no comments; inside a YAML "
+                                  "`>` or `|` block a `#` is condition text, so move the comment "
+                                  "above the key")
         if ch in "\"'":
             return ConditionError("string is not closed", code="COND_SYNTAX", offset=pos,
                                   hint=f"end it with {ch} on the same line")
