@@ -321,9 +321,13 @@ def _call(n: t.TCall) -> Fn:
             return None if v is None else v.translate(table)  # ASCII only, as SQLite
         return lower
     if func == "len":
+        list_attr = isinstance(n.args[0], t.TUserAttr) and t.item_of(arg_type) is not None
+
         def length(c: Ctx, r: Any) -> Any:
             v = arg(c, r)
-            return None if v is None else len(v)
+            if v is None:
+                return 0 if list_attr else None
+            return len(v)
         return length
     raise TypeError(f"cannot compile function {func}")  # pragma: no cover
 
@@ -405,11 +409,15 @@ def _membership(n: t.TIn) -> Fn:
     scale = 100 if (n.item.type == t.NUMBER and t.item_of(n.container.type) == t.MONEY) else 1
     cscale = 100 if (n.item.type == t.MONEY and t.item_of(n.container.type) == t.NUMBER) else 1
 
+    absent_is_empty = isinstance(n.container, t.TUserAttr)  # an absent list attribute is []
+
     def member(c: Ctx, r: Any) -> Any:
         v = item(c, r)
         values = container(c, r)
         if values is None:
-            return None
+            if not absent_is_empty:
+                return None
+            values = ()
         if v is None:
             return None if values else negated
         v = v * scale

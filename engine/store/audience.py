@@ -1,0 +1,372 @@
+"""Typed conditions compiled to SQL: audience selection inside the database.
+
+Each aggregate in a condition (`count(order_paid, 30d)`, `last(cart_add)` ...) becomes one
+temporary table keyed by user_id, filled by a single GROUP BY over the covering events index;
+the audience is then one pass over `users` with LEFT JOINs to those tables. No Python loop
+runs over users, and every value reaches SQL as a bound parameter.
+
+The semantics are exactly those of the Python closures (`engine.lang.to_python`), which a
+property test checks: visibility ts < T, windows T - W <= ts < T, three-valued logic, money
+in fen, floor division for day counts, division by zero -> NULL, list attributes that are
+absent behave as empty lists.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta, tzinfo
+from typing import Any, Callable, Mapping, Sequence
+
+from ..lang import typed as t
+from ..lang.to_python import EventRow, local_day
+from ..lang.values import DAY_US, HOUR_US, fixed_offset_us, literal, local_midnight_us
+from .dialect import SQLITE
+
+_counter = itertools.count()
+_JULIAN_EPOCH = 2440587.5
+_PARAM = re.compile(r"\?(\d+)")
+
+
+@dataclass
+class Query:
+    """The statements of one audience selection: temp tables first, then the SELECT."""
+
+    prelude: list[str] = field(default_factory=list)
+    joins: list[str] = field(default_factory=list)
+    cleanup: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Env:
+    T: int
+    tz: tzinfo
+    type_ids: Mapping[str, int]
+    rfm_table: str | None = None
+    activity_table: str | None = None
+    event: EventRow | None = None
+    lifecycle: tuple[int, int, int] = (7 * DAY_US, 7 * DAY_US, 30 * DAY_US)
+
+
+class Compiler:
+    """Compile one condition for one evaluation time.
+
+    Values are bound as numbered parameters (?1, ?2 ...) collected in `self.params`, so an
+    expression can appear twice in the SQL text (floor division needs that) and still carry
+    each value once."""
+
+    def __init__(self, env: Env, query: Query) -> None:
+        self.env = env
+        self.q = query
+        self.params: list[Any] = []
+        self.offset = fixed_offset_us(env.tz)
+        self.needs_rfm = False
+        self.needs_activity = False
+        self.has_signup = False
+
+    def bind(self, value: Any) -> str:
+        self.params.append(value)
+        return f"?{len(self.params)}"
+
+    # -- time helpers (fixed-offset zones in pure SQL; others through registered functions) --
+    def local_day_sql(self, ts_sql: str) -> str:
+        if self.offset is not None:
+            return _floordiv(f"({ts_sql}) + {self.offset}", DAY_US)
+        return f"zl_local_day({ts_sql})"
+
+    def midnight_sql(self, days_sql: str) -> str:
+        if self.offset is not None:
+            return f"(({days_sql}) * {DAY_US} - {self.offset})"
+        return f"zl_local_midnight({days_sql})"
+
+    @staticmethod
+    def date_days_sql(text_sql: str) -> str:
+        return f"CAST(julianday({text_sql}) - {_JULIAN_EPOCH} AS INTEGER)"
+
+    # -- the compiler ----------------------------------------------------------------------
+    def expr(self, n: t.TExpr, row: str | None = None) -> str:  # noqa: C901
+        if isinstance(n, t.TLit):
+            v = literal(n.value, n.type)
+            return "NULL" if v is None else self.bind(v)
+        if isinstance(n, t.TList):
+            raise TypeError("a list literal is only valid on the right of `in`")
+        if isinstance(n, t.TUserAttr):
+            if n.name == "user_id":
+                return "u.user_id"
+            col = f"u.{SQLITE.ident(n.name)}"
+            if n.type == t.DATE:
+                return self.date_days_sql(col)
+            if t.item_of(n.type) is not None:
+                raise TypeError("a list attribute is only valid in `in`, `contains` and len()")
+            return col
+        if isinstance(n, t.TEventField):
+            ev = self.env.event
+            if ev is None:
+                return "NULL"
+            value = getattr(ev, n.name) if n.standard else ev.props.get(n.name)
+            return "NULL" if value is None else self.bind(value)
+        if isinstance(n, t.TRowField):
+            assert row is not None
+            if n.standard:
+                col = {"ts": "ts", "amount": "amount_fen", "event_id": "event_id",
+                       "user_id": "user_id"}[n.name]
+                return f"{row}.{col}"
+            sql = f"json_extract({row}.props, {self.bind('$.' + n.name)})"
+            return self.date_days_sql(sql) if n.type == t.DATE else sql
+        if isinstance(n, t.TRfm):
+            self.needs_rfm = True
+            return f"rfm.{SQLITE.ident(n.name)}"
+        if isinstance(n, t.TLifecycle):
+            return self.lifecycle()
+        if isinstance(n, t.TNow):
+            return self.bind(self.env.T)
+        if isinstance(n, t.TAgg):
+            return self.aggregate(n)
+        if isinstance(n, t.TCall):
+            return self.call(n, row)
+        if isinstance(n, t.TArith):
+            return self.arith(n, row)
+        if isinstance(n, t.TNeg):
+            return f"(-({self.expr(n.operand, row)}))"
+        if isinstance(n, t.TCompare):
+            return self.compare(n, row)
+        if isinstance(n, t.TIn):
+            return self.membership(n, row)
+        if isinstance(n, t.TStr):
+            a, b = self.expr(n.left, row), self.expr(n.right, row)
+            if n.op == "starts_with":
+                return f"(substr({a}, 1, length({b})) = {b})"
+            return f"(instr({a}, {b}) > 0)"
+        if isinstance(n, t.TIsNull):
+            return f"(({self.expr(n.operand, row)}) IS {'NOT ' if n.negated else ''}NULL)"
+        if isinstance(n, (t.TAnd, t.TOr)):
+            joiner = " AND " if isinstance(n, t.TAnd) else " OR "
+            return "(" + joiner.join(self.expr(i, row) for i in n.items) + ")"
+        if isinstance(n, t.TNot):
+            return f"(NOT ({self.expr(n.operand, row)}))"
+        raise TypeError(f"cannot compile {type(n).__name__}")  # pragma: no cover
+
+    def lifecycle(self) -> str:
+        self.needs_activity = True
+        new_w, active_w, sleeping_w = self.env.lifecycle
+        T = self.bind(self.env.T)
+        first_seen = (f"(CASE WHEN u.\"signup_at\" < {T} THEN u.\"signup_at\" "
+                      "ELSE act.first_ts END)") if self.has_signup else "act.first_ts"
+        return (f"(CASE WHEN {first_seen} >= {self.bind(self.env.T - new_w)} "
+                f"AND {first_seen} < {T} THEN 'new' "
+                f"WHEN act.last_ts >= {self.bind(self.env.T - active_w)} THEN 'active' "
+                f"WHEN act.last_ts >= {self.bind(self.env.T - sleeping_w)} THEN 'sleeping' "
+                "ELSE 'churned' END)")
+
+    def aggregate(self, n: t.TAgg) -> str:
+        type_id = self.env.type_ids.get(n.event)
+        name = f"zl_agg_{next(_counter)}"
+        T = self.env.T
+        where = [f"e.type_id = {self.bind(type_id if type_id is not None else -1)}",
+                 f"e.ts < {self.bind(T)}"]
+        if n.window is not None:
+            where.append(f"e.ts >= {self.bind(T - n.window // timedelta(microseconds=1))}")
+        if n.where is not None:
+            where.append(f"({self.expr(n.where, 'e')})")
+        cond = " AND ".join(where)
+        if n.func in ("count", "exists"):
+            value = "COUNT(*)"
+        elif n.func == "last":
+            value = "MAX(e.ts)"
+        elif n.func == "first":
+            value = "MIN(e.ts)"
+        elif n.func == "days_with":
+            value = f"COUNT(DISTINCT {self.local_day_sql('e.ts')})"
+        elif n.func == "streak":
+            return self.streak(name, cond)
+        else:
+            assert n.prop is not None
+            col = self.expr(t.TRowField(n.type, n.span, n.event, n.prop, n.prop_standard), "e")
+            value = f"{n.func.upper()}({col})"
+        self.q.prelude.append(f"CREATE TEMP TABLE {name} (user_id TEXT PRIMARY KEY, v) "
+                              "WITHOUT ROWID")
+        self.q.prelude.append(f"INSERT INTO {name} SELECT e.user_id, {value} FROM events e "
+                              f"WHERE {cond} GROUP BY e.user_id")
+        self.q.joins.append(f"LEFT JOIN {name} ON {name}.user_id = u.user_id")
+        self.q.cleanup.append(f"DROP TABLE IF EXISTS {name}")
+        if n.func in ("count", "sum", "days_with"):
+            return f"COALESCE({name}.v, 0)"
+        if n.func == "exists":
+            return f"({name}.v IS NOT NULL)"
+        return f"{name}.v"
+
+    def streak(self, name: str, cond: str) -> str:
+        """Consecutive local days with an event, ending today or yesterday (gaps and islands)."""
+        day = self.local_day_sql("e.ts")
+        today = local_day(self.env.T, self.env.tz)
+        days = f"{name}_d"
+        self.q.prelude.append(f"CREATE TEMP TABLE {days} AS SELECT DISTINCT e.user_id AS "
+                              f"user_id, {day} AS d FROM events e WHERE {cond}")
+        self.q.prelude.append(f"CREATE TEMP TABLE {name} (user_id TEXT PRIMARY KEY, v) "
+                              "WITHOUT ROWID")
+        self.q.prelude.append(
+            f"INSERT INTO {name} SELECT user_id, COUNT(*) FROM ("
+            f"  SELECT user_id, d + ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY d DESC)"
+            f"    AS grp, MAX(d) OVER (PARTITION BY user_id) AS top FROM {days}"
+            f") WHERE top >= {self.bind(today - 1)} AND grp = top + 1 GROUP BY user_id")
+        self.q.joins.append(f"LEFT JOIN {name} ON {name}.user_id = u.user_id")
+        self.q.cleanup += [f"DROP TABLE IF EXISTS {name}", f"DROP TABLE IF EXISTS {days}"]
+        return f"COALESCE({name}.v, 0)"
+
+    def call(self, n: t.TCall, row: str | None) -> str:
+        func = n.func
+        if func == "coalesce":
+            return "COALESCE(" + ", ".join(self.expr(a, row) for a in n.args) + ")"
+        arg = n.args[0]
+        if func == "len":
+            if isinstance(arg, t.TUserAttr) and t.item_of(arg.type) is not None:
+                return f"COALESCE(json_array_length(u.{SQLITE.ident(arg.name)}), 0)"
+            if isinstance(arg, t.TList):
+                return self.bind(len(arg.items))
+            return f"length({self.expr(arg, row)})"
+        a = self.expr(arg, row)
+        if func in ("days_since", "hours_since", "days_until"):
+            at = self.midnight_sql(a) if arg.type == t.DATE else f"({a})"
+            unit = HOUR_US if func == "hours_since" else DAY_US
+            T = self.bind(self.env.T)
+            diff = f"({at} - {T})" if func == "days_until" else f"({T} - {at})"
+            return _floordiv(diff, unit)
+        if func == "hour":
+            if self.offset is not None:
+                local = f"(({a}) + {self.offset})"
+                return f"(((({local} % {DAY_US}) + {DAY_US}) % {DAY_US}) / {HOUR_US})"
+            return f"zl_hour({a})"
+        if func == "weekday":
+            d = a if arg.type == t.DATE else self.local_day_sql(a)
+            return f"((((({d}) + 3) % 7) + 7) % 7 + 1)"
+        if func == "lower":
+            return f"lower({a})"
+        raise TypeError(f"cannot compile function {func}")  # pragma: no cover
+
+    def arith(self, n: t.TArith, row: str | None) -> str:
+        a, b = self.expr(n.left, row), self.expr(n.right, row)
+        if n.left.type == t.DATE:
+            a = self.midnight_sql(a)
+        if n.right.type == t.DATE:
+            b = self.midnight_sql(b)
+        if n.op in ("+", "-") and n.type == t.MONEY:
+            if n.left.type == t.NUMBER:
+                a = f"(({a}) * 100)"
+            if n.right.type == t.NUMBER:
+                b = f"(({b}) * 100)"
+        if n.op == "/":
+            return f"(CASE WHEN ({b}) = 0 THEN NULL ELSE CAST(({a}) AS REAL) / ({b}) END)"
+        return f"(({a}) {n.op} ({b}))"
+
+    def compare(self, n: t.TCompare, row: str | None) -> str:
+        a, b = self.expr(n.left, row), self.expr(n.right, row)
+        if t.MONEY in (n.left.type, n.right.type):
+            if n.left.type == t.NUMBER:
+                a = f"(({a}) * 100)"
+            if n.right.type == t.NUMBER:
+                b = f"(({b}) * 100)"
+        op = "=" if n.op == "==" else n.op
+        return f"(({a}) {op} ({b}))"
+
+    def membership(self, n: t.TIn, row: str | None) -> str:
+        item = self.expr(n.item, row)
+        inner = t.item_of(n.container.type)
+        if n.item.type == t.NUMBER and inner == t.MONEY:
+            item = f"(({item}) * 100)"
+        not_ = "NOT " if n.negated else ""
+        c = n.container
+        if isinstance(c, t.TList):
+            scale = n.item.type == t.MONEY and inner == t.NUMBER
+            values = [self.expr(it, row) for it in c.items]
+            if scale:
+                values = [f"(({v}) * 100)" for v in values]
+            return f"(({item}) {not_}IN ({', '.join(values)}))"
+        if isinstance(c, t.TUserAttr):
+            attr = self.bind(c.name)
+            if isinstance(n.item, t.TLit) and n.item.value is not None:
+                # the inverted (attr, value, user_id) index: a semi-join, no per-user scan
+                return (f"(u.user_id {not_}IN (SELECT user_id FROM user_list_items "
+                        f"WHERE attr = {attr} AND value = {item}))")
+            return (f"(({item}) {not_}IN (SELECT value FROM user_list_items "
+                    f"WHERE attr = {attr} AND user_id = u.user_id))")
+        raise TypeError("`in` needs a list literal or a list attribute")
+
+    # -- assembling the statement --------------------------------------------------------------
+    def select(self, cond: t.TExpr, has_signup: bool) -> str:
+        self.has_signup = has_signup
+        where = self.expr(cond)
+        joins = list(self.q.joins)
+        if self.needs_rfm:
+            assert self.env.rfm_table is not None, "RFM was not materialised"
+            joins.append(f"LEFT JOIN {self.env.rfm_table} rfm ON rfm.user_id = u.user_id")
+        if self.needs_activity:
+            assert self.env.activity_table is not None, "activity was not materialised"
+            joins.append(f"LEFT JOIN {self.env.activity_table} act ON act.user_id = u.user_id")
+        return f"SELECT u.user_id FROM users u {' '.join(joins)} WHERE {where} ORDER BY u.user_id"
+
+    def run(self, conn: Any, sql: str) -> Any:
+        """Execute with the numbered parameters the statement uses (?1 .. ?max)."""
+        used = [int(m) for m in _PARAM.findall(sql)]
+        return conn.execute(sql, self.params[:max(used, default=0)])
+
+
+def _floordiv(a: str, unit: int) -> str:
+    """floor(a / unit) for a positive unit, whatever the sign of a (SQLite truncates)."""
+    return f"((({a}) - (((({a}) % {unit}) + {unit}) % {unit})) / {unit})"
+
+
+def uses(expr: t.TExpr, kind: type) -> bool:
+    return any(isinstance(n, kind) for n in t.walk(expr))
+
+
+def register_time_functions(conn: Any, tz: tzinfo) -> None:
+    """For zones whose offset changes (DST), local-time arithmetic calls back into Python."""
+    conn.create_function("zl_local_day", 1, lambda ts: None if ts is None else local_day(ts, tz),
+                         deterministic=True)
+    conn.create_function("zl_local_midnight", 1,
+                         lambda d: None if d is None else local_midnight_us(d, tz),
+                         deterministic=True)
+    from ..timeutil import from_micros
+    conn.create_function("zl_hour", 1,
+                         lambda ts: None if ts is None else from_micros(ts, tz).hour,
+                         deterministic=True)
+
+
+def materialise_activity(conn: Any, T: int) -> str:
+    """First and last event of each user before T (for `lifecycle`)."""
+    name = f"zl_act_{next(_counter)}"
+    conn.execute(f"CREATE TEMP TABLE {name} (user_id TEXT PRIMARY KEY, first_ts, last_ts) "
+                 "WITHOUT ROWID")
+    conn.execute(f"INSERT INTO {name} SELECT user_id, MIN(ts), MAX(ts) FROM events "
+                 "WHERE ts < ? GROUP BY user_id", (T,))
+    return name
+
+
+def select_users(conn: Any, cond: t.TExpr, env: Env, has_signup: bool,
+                 rfm: Callable[[], str] | None = None) -> list[str]:
+    """The user ids for whom `cond` is TRUE at env.T, in user-id order."""
+    if fixed_offset_us(env.tz) is None:
+        register_time_functions(conn, env.tz)
+    q = Query()
+    comp = Compiler(env, q)
+    if uses(cond, t.TRfm) and env.rfm_table is None:
+        if rfm is None:
+            raise ValueError("the condition uses rfm.* but no RFM table is available")
+        env.rfm_table = rfm()
+    cleanup_activity = None
+    if uses(cond, t.TLifecycle) and env.activity_table is None:
+        env.activity_table = cleanup_activity = materialise_activity(conn, env.T)
+    sql = comp.select(cond, has_signup)
+    try:
+        for stmt in q.prelude:
+            comp.run(conn, stmt)
+        return [r[0] for r in comp.run(conn, sql)]
+    finally:
+        for stmt in q.cleanup:
+            conn.execute(stmt)
+        if cleanup_activity:
+            conn.execute(f"DROP TABLE IF EXISTS {cleanup_activity}")
+            env.activity_table = None
+
+
+__all__: Sequence[str] = ("Env", "Compiler", "select_users", "materialise_activity")
