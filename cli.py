@@ -95,6 +95,153 @@ def validate(paths: tuple[str, ...], project: str | None, fmt: str, strict: bool
     sys.exit(1 if result.failed(strict) else 0)
 
 
+@cli.command()
+@click.argument("kind", type=click.Choice(["users", "events"]))
+@click.argument("files", nargs=-1, required=True)
+@project_option
+@db_option
+@click.option("--rejects", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Write rejected rows here (JSONL: file, line, reason, row).")
+@format_option("text", "json")
+def ingest(kind: str, files: tuple[str, ...], project: str | None, db: str | None,
+           rejects: str | None, fmt: str) -> None:
+    """Load users or events from JSONL or CSV FILES (- = JSONL on standard input).
+
+    Every row is checked against datamodel.yaml; bad rows are counted, shown and written to
+    --rejects, good rows are kept. Exit 0 all rows good, 1 some rejected, 2 could not run.
+    """
+    from engine.dataproject import load_data_project
+    from engine.ingest import ingest as run
+
+    proj = load_data_project(project)
+    size = sum(os.path.getsize(f) for f in files if f != "-" and os.path.isfile(f))
+    show = sys.stderr.isatty() and size > 0 and "-" not in files
+    with click.progressbar(length=size, file=sys.stderr, label=f"ingest {kind}",
+                           show_eta=True) if show else _NoBar() as bar:
+        result = run(proj, kind, list(files), db=db, rejects=rejects,
+                     stdin=click.get_binary_stream("stdin"), progress=bar.update)
+    for line in result.reject_lines():
+        click.echo(line, err=True)
+    click.echo(_json(result.as_json()) if fmt == "json" else result.format_text())
+    sys.exit(result.exit_code)
+
+
+@cli.command()
+@project_option
+@db_option
+@at_option
+@format_option("text", "json")
+def rfm(project: str | None, db: str | None, at: str | None, fmt: str) -> None:
+    """RFM segment table as of --at: users per segment, score distributions, the means.
+
+    Counts only purchase events (engine.yaml `purchase_event`) strictly before --at.
+    """
+    from engine import rfm as rfm_lib
+    from engine.dataproject import load_data_project
+    from engine.store import open_project_store
+    from engine.timeutil import parse_timestamp
+
+    proj = load_data_project(project)
+    when = parse_timestamp(at, proj.config.tz) if at else now().astimezone(proj.config.tz)
+    with open_project_store(proj, db, create=False) as store:
+        report = rfm_lib.compute(store, when, proj.config.purchase_event)
+    click.echo(_json(report.as_json()) if fmt == "json" else report.format_text())
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--users", "n_users", type=int, default=1000, show_default=True,
+              help="Number of users.")
+@click.option("--days", type=int, default=90, show_default=True,
+              help="Days of history before --end.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
+@click.option("--end", default=None, metavar="TIMESTAMP",
+              help="End of the history (default: a fixed 2026-11-20T00:00:00+08:00, so the "
+                   "same seed gives the same bytes).")
+def generate(out_dir: str, n_users: int, days: int, seed: int, end: str | None) -> None:
+    """Write realistic synthetic users.jsonl, events.jsonl and datamodel.yaml to OUT_DIR."""
+    from zoneinfo import ZoneInfo
+
+    from engine.generate import DEFAULT_END, generate as run
+    from engine.timeutil import parse_timestamp
+
+    stop = parse_timestamp(end or DEFAULT_END, ZoneInfo("Asia/Shanghai"))
+    result = run(out_dir, users=n_users, days=days, seed=seed, end=stop)
+    click.echo(f"wrote {result.users} users and {result.events} events to {out_dir}")
+    click.echo("  " + ", ".join(f"{t} {c}" for t, c in result.events_by_type))
+    click.echo(f"next: engine ingest users {out_dir}/users.jsonl && "
+               f"engine ingest events {out_dir}/events.jsonl")
+
+
+def _open(project: str | None, db: str | None, at: str | None) -> tuple[Any, Any, datetime]:
+    """A valid project, its database and the evaluation time (--at, default now)."""
+    from engine.project import load_project
+    from engine.store import open_project_store
+    from engine.timeutil import parse_timestamp
+
+    proj = load_project(project)
+    when = parse_timestamp(at, proj.config.tz) if at else now().astimezone(proj.config.tz)
+    return proj, open_project_store(proj, db, create=False), when
+
+
+@cli.command()
+@click.argument("rules", nargs=-1)
+@project_option
+@db_option
+@at_option
+@format_option("text", "json")
+@click.option("--users", "show_users", is_flag=True, help="List the matched and fired user ids.")
+def plan(rules: tuple[str, ...], project: str | None, db: str | None, at: str | None, fmt: str,
+         show_users: bool) -> None:
+    """Who each rule matches at --at and what would happen to them; no side effects.
+
+    RULES are rule ids (default: every enabled rule), evaluated as if due at --at.
+    """
+    from engine.plan import plan as run_plan
+    from engine.report_text import plan_text
+
+    proj, store, when = _open(project, db, at)
+    with store:
+        result = run_plan(proj, store, when, rules)
+    click.echo(_json(result.as_json(show_users)) if fmt == "json"
+               else plan_text(result, show_users))
+
+
+@cli.command()
+@click.argument("rule")
+@click.argument("user")
+@project_option
+@db_option
+@at_option
+@format_option("text", "json")
+def explain(rule: str, user: str, project: str | None, db: str | None, at: str | None,
+            fmt: str) -> None:
+    """Every part of RULE evaluated for USER at --at: sub-conditions, trigger, decision."""
+    from engine.explain import explain as run_explain
+
+    proj, store, when = _open(project, db, at)
+    with store:
+        result = run_explain(proj, store, rule, user, when)
+    click.echo(_json(result.as_json()) if fmt == "json" else result.format_text())
+
+
+class _NoBar:
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
+
+
+def _json(value: object) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False, indent=2)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point with the single error boundary."""
     try:
