@@ -8,6 +8,7 @@ tree is walked per evaluation.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -59,6 +60,10 @@ class Ctx:
     tz: tzinfo
     event: EventRow | None = None
     lifecycle: Lifecycle = Lifecycle()
+    attrs: Mapping[str, Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.attrs = self.facts.attrs  # one lookup less on the hot path
 
 
 def compile_condition(expr: t.TExpr) -> Callable[[Ctx], bool]:
@@ -119,7 +124,7 @@ def _compile(n: t.TExpr) -> Fn:  # noqa: C901 - one dispatch over the node types
         name = n.name
         if name == "user_id":
             return lambda c, r: c.facts.user_id
-        return lambda c, r: c.facts.attrs.get(name)
+        return lambda c, r: c.attrs.get(name)
     if isinstance(n, t.TEventField):
         return _field_getter(n.name, n.standard, trigger=True)
     if isinstance(n, t.TRowField):
@@ -375,8 +380,8 @@ def _money_cmp(n: t.TCompare) -> tuple[int, int]:
 
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge,
 }
 
 
@@ -384,6 +389,22 @@ def _compare(n: t.TCompare) -> Fn:
     left, right = _compile(n.left), _compile(n.right)
     ls, rs = _money_cmp(n)
     cmp = _OPS[n.op]
+    if isinstance(n.right, t.TLit) and n.right.value is not None:
+        # the common shape `x op literal`: the literal (already in fen when needed) is a
+        # constant, and a user attribute is read inline
+        const = literal(n.right.value, n.right.type) * rs
+        if isinstance(n.left, t.TUserAttr) and n.left.name != "user_id" and ls == 1:
+            name = n.left.name
+
+            def attr_vs_const(c: Ctx, r: Any) -> Any:
+                a = c.attrs.get(name)
+                return None if a is None else cmp(a, const)
+            return attr_vs_const
+
+        def vs_const(c: Ctx, r: Any) -> Any:
+            a = left(c, r)
+            return None if a is None else cmp(a * ls, const)
+        return vs_const
     if ls == 1 and rs == 1:
         def compare(c: Ctx, r: Any) -> Any:
             a = left(c, r)
@@ -410,6 +431,9 @@ def _membership(n: t.TIn) -> Fn:
     cscale = 100 if (n.item.type == t.MONEY and t.item_of(n.container.type) == t.NUMBER) else 1
 
     absent_is_empty = isinstance(n.container, t.TUserAttr)  # an absent list attribute is []
+    fast = _fast_membership(n, scale, cscale)
+    if fast is not None:
+        return fast
 
     def member(c: Ctx, r: Any) -> Any:
         v = item(c, r)
@@ -435,6 +459,40 @@ def _membership(n: t.TIn) -> Fn:
             return None
         return negated
     return member
+
+
+def _fast_membership(n: t.TIn, scale: int, cscale: int) -> Fn | None:
+    """`attr in ["a", "b"]` against a set, and `"x" in user.tags`: no closure per element."""
+    negated = n.negated
+    c = n.container
+    if (isinstance(c, t.TList) and all(isinstance(i, t.TLit) for i in c.items)
+            and scale == 1 and cscale == 1):
+        values = [literal(i.value, i.type) for i in c.items]  # type: ignore[union-attr]
+        has_null = any(v is None for v in values)
+        members = frozenset(v for v in values if v is not None)
+        empty = not values
+        item = _compile(n.item)
+
+        def in_set(ctx: Ctx, r: Any) -> Any:
+            v = item(ctx, r)
+            if v is None:
+                return negated if empty else None
+            if v in members:
+                return not negated
+            return None if has_null else negated
+        return in_set
+    if (isinstance(c, t.TUserAttr) and isinstance(n.item, t.TLit) and n.item.value is not None
+            and scale == 1 and cscale == 1):
+        name = c.name
+        wanted = literal(n.item.value, n.item.type)
+
+        def in_attr(ctx: Ctx, r: Any) -> Any:
+            values = ctx.attrs.get(name)
+            if values is None:
+                return negated
+            return (wanted in values) != negated
+        return in_attr
+    return None
 
 
 def _strings(n: t.TStr) -> Fn:
