@@ -113,8 +113,10 @@ def _parse_fields(spec: str, offsets: list[int], original: str) -> Cron:
     for (name, lo, hi, names), field_text, off in zip(_FIELDS, fields, offsets):
         sets.append(frozenset(_parse_field(field_text, name, lo, hi, names, off)))
     weekdays = frozenset(7 % 7 if d == 7 else d for d in sets[4])
+    # crontab(5): a day field is "restricted" unless it starts with `*` (so `*/2` is not)
     return Cron(original, sets[0], sets[1], sets[2], sets[3], weekdays,
-                days_restricted=fields[2] != "*", weekdays_restricted=fields[4] != "*")
+                days_restricted=not fields[2].startswith("*"),
+                weekdays_restricted=not fields[4].startswith("*"))
 
 
 def _value(tok: str, name: str, lo: int, hi: int, names: dict[str, int], off: int) -> int:

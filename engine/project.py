@@ -77,7 +77,9 @@ def find_root(project: str | os.PathLike[str] | None) -> Path:
     return root
 
 
-def _read(path: Path, diags: list[Diagnostic]) -> Document | None:
+def _read(path: Path, diags: list[Diagnostic], docs: dict[str, Document]) -> Document | None:
+    """The parsed file, or None after reporting why it cannot be read. A file that fails to
+    parse still has its text kept in `docs`, so its diagnostics can quote the source line."""
     shown = display_path(path)
     try:
         raw = path.read_bytes()
@@ -89,11 +91,13 @@ def _read(path: Path, diags: list[Diagnostic]) -> Document | None:
         line = raw[:exc.start].count(b"\n") + 1
         diags.append(Diagnostic(Severity.ERROR, "FILE_ENCODING",
                                 "file is not valid UTF-8", _pos(shown, line)))
+        docs[shown] = Document(shown, raw.decode("utf-8", errors="replace"))
         return None
     try:
         doc = load_yaml(text, shown)
     except YamlError as exc:
         diags.append(exc.diagnostic)
+        docs[shown] = Document(shown, text)
         return None
     diags.extend(doc.problems)
     return doc
@@ -109,7 +113,7 @@ def _config_file(root: Path, name: str, kind: str, build: Callable[[Any], Built]
     path = root / name
     if not path.is_file():
         return default
-    doc = _read(path, diags)
+    doc = _read(path, diags, docs)
     if doc is None:
         return default
     docs[doc.path] = doc
@@ -189,7 +193,7 @@ def load(project: str | os.PathLike[str] | None = None, paths: Sequence[str] = (
     loaded: list[LoadedRule] = []
     for path in rule_files(root, chosen):
         files += 1
-        doc = _read(path, diags)
+        doc = _read(path, diags, docs)
         if doc is None:
             continue
         docs[doc.path] = doc
@@ -228,7 +232,7 @@ def _check_rule_tests(root: Path, rule_ids: set[str], diags: list[Diagnostic],
 
     paths = rule_test_files(root)
     for path in paths:
-        doc = _read(path, diags)
+        doc = _read(path, diags, docs)
         if doc is None:
             continue
         docs[doc.path] = doc

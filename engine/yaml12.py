@@ -48,16 +48,19 @@ class _Resolver12(BaseResolver):
     """The YAML 1.2 core schema: nothing else is implicitly typed."""
 
 
-_Resolver12.add_implicit_resolver(NULL, re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
-_Resolver12.add_implicit_resolver(BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                  list("tTfF"))
-_Resolver12.add_implicit_resolver(INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
-                                  list("-+0123456789"))
-_Resolver12.add_implicit_resolver(
-    FLOAT,
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."))
+# The forms of the core schema's scalars: implicitly typed plain scalars, and what an explicit
+# tag (`!!int 5`) must hold.
+_FORMS = {
+    NULL: re.compile(r"^(?:~|null|Null|NULL|)$"),
+    BOOL: re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    INT: re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    FLOAT: re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                      r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+}
+_Resolver12.add_implicit_resolver(NULL, _FORMS[NULL], ["~", "n", "N", ""])
+_Resolver12.add_implicit_resolver(BOOL, _FORMS[BOOL], list("tTfF"))
+_Resolver12.add_implicit_resolver(INT, _FORMS[INT], list("-+0123456789"))
+_Resolver12.add_implicit_resolver(FLOAT, _FORMS[FLOAT], list("-+0123456789."))
 
 
 if _Parser is not None:
@@ -263,6 +266,11 @@ class _Builder:
     def _scalar(self, node: yaml.ScalarNode) -> Any:
         tag, value = node.tag, node.value
         if tag == STR or tag == "!":
+            return value
+        form = _FORMS.get(tag)
+        if form is not None and not form.match(value):  # an explicit tag on the wrong text
+            self._note("YAML_TAG", f"`{value}` is not a valid !!{tag.rsplit(':', 1)[-1]}", node,
+                       hint="remove the tag; plain YAML values need none")
             return value
         if tag == NULL:
             return None

@@ -82,6 +82,7 @@ CASES = [read_golden(p) for p in FILES]
 def install(g: Golden, root: Path) -> None:
     for src, dst in g.with_:
         shutil.copyfile(GOLDEN / src, root / dst)
+    (root / g.target).parent.mkdir(parents=True, exist_ok=True)
     (root / g.target).write_bytes(g.raw)
 
 
@@ -130,15 +131,13 @@ REQUIRED_CODES = {
     "FALSE_CLAIM", "ABSOLUTE_TERM", "PII_IN_MESSAGE", "SMS_NO_OPT_OUT", "NO_LIMITS",
     "ALLOW_ERROR", "ALLOW_UNKNOWN", "ALLOW_UNUSED",
 }
-# Codes no golden file can reach through `engine validate` of a project:
-#   UNKNOWN_RULE: needs a rule test file (tests/*.yaml), not a rule file.
 UNREACHABLE = {"UNKNOWN_RULE"}
 
 
 def test_golden_files_cover_the_codes() -> None:
     covered = {g.code for g in CASES}
     assert REQUIRED_CODES <= covered, sorted(REQUIRED_CODES - covered)
-    assert set(CODES) - UNREACHABLE <= covered, sorted(set(CODES) - UNREACHABLE - covered)
+    assert set(CODES) <= covered, sorted(set(CODES) - covered)  # every code, not just those
 
 
 def test_condition_columns_for_every_scalar_style() -> None:

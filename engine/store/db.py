@@ -1,0 +1,232 @@
+"""Opening the database and writing to it.
+
+`Store` wraps one SQLite connection in autocommit mode; writers run inside `transaction()`.
+Bulk writes use plain `executemany` (sqlite-utils is used for schema introspection only: it is
+several times slower for bulk inserts).
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import orjson
+
+from ..config import DataModel
+from ..errors import CannotRun
+from . import rfm_sql, schema
+from .dialect import SQLITE, SqliteDialect
+
+EventRow = tuple[str, str, int, int, "int | None", "str | None"]
+# (event_id, user_id, type_id, ts micros UTC, amount fen or None, props JSON or None)
+
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA temp_store=FILE",  # big sorts (index builds) spill to disk, not to memory
+    "PRAGMA cache_size=-262144",  # up to 256 MiB of page cache, allocated as needed
+    "PRAGMA busy_timeout=10000",
+)
+_IN_CHUNK = 500  # bound values per IN (...) query
+
+
+def resolve_db_path(root: Path, configured: str, override: str | None = None) -> Path:
+    """`--db` / ENGINE_DB (override) else engine.yaml `database:`; relative to the project root.
+
+    Accepts a path or an `sqlite:///path` URL; other URLs are not supported yet.
+    """
+    raw = override if override else configured
+    if "://" in raw:
+        scheme, _, rest = raw.partition("://")
+        if scheme != "sqlite":
+            raise CannotRun(f"database URL `{raw}` is not supported",
+                            hint="only SQLite is available for now: give a file path")
+        raw = rest[1:] if rest.startswith("/") else rest  # sqlite:///rel, sqlite:////abs
+        raw = raw or "engine.db"
+    path = Path(os.path.expanduser(raw))
+    return path if path.is_absolute() else root / path
+
+
+@dataclass
+class Store:
+    """One open database. Not a frozen value: it owns a connection. Close it (or use `with`)."""
+
+    conn: sqlite3.Connection
+    path: Path
+    datamodel: DataModel
+    dialect: SqliteDialect = SQLITE
+    type_ids: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    migrations: tuple[str, ...] = ()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # ---- reading ---------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        return schema.schema_version(self.conn)
+
+    def count_users(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM users").fetchone()[0])
+
+    def count_events(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def has_events(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM events LIMIT 1").fetchone() is not None
+
+    def user(self, user_id: str) -> dict[str, Any] | None:
+        """One user's stored row (attributes in storage form), or None."""
+        cur = self.conn.execute("SELECT * FROM users WHERE user_id = ?", (user_id,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return {d[0]: v for d, v in zip(cur.description, row)}
+
+    def list_items(self, attr: str) -> list[tuple[Any, str]]:
+        """(value, user_id) pairs of a list attribute, from the inverted table."""
+        return [(v, u) for v, u in self.conn.execute(
+            "SELECT value, user_id FROM user_list_items WHERE attr = ? ORDER BY value, user_id",
+            (attr,))]
+
+    def events(self, user_id: str | None = None) -> list[dict[str, Any]]:
+        """Events in storage form (ts micros, amount fen, props decoded), oldest first."""
+        sql = ("SELECT e.event_id, e.user_id, t.name, e.ts, e.amount_fen, e.props FROM events e "
+               "JOIN event_types t ON t.type_id = e.type_id")
+        params: tuple[Any, ...] = ()
+        if user_id is not None:
+            sql += " WHERE e.user_id = ?"
+            params = (user_id,)
+        sql += " ORDER BY e.ts, e.event_id"
+        return [{"event_id": i, "user_id": u, "type": t, "ts": ts, "amount_fen": a,
+                 "props": orjson.loads(p) if p else {}}
+                for i, u, t, ts, a, p in self.conn.execute(sql, params)]
+
+    # ---- RFM ---------------------------------------------------------------------------------
+    def materialise_rfm(self, at_us: int, event_type: str, segment_names: Sequence[str]) -> str:
+        """Build the RFM temp table (keyed by user_id) as of `at_us` from `event_type` events
+        with ts < at; returns the table's name for joins. Rebuilt on every call."""
+        type_id = self.type_ids.get(event_type)
+        if type_id is None:
+            raise CannotRun(f"the purchase event `{event_type}` is not an event type in "
+                            "datamodel.yaml", hint="set purchase_event in engine.yaml")
+        return rfm_sql.materialise(self.conn, at_us, type_id, segment_names)
+
+    def rfm_totals(self) -> rfm_sql.RfmTotals:
+        return rfm_sql.totals(self.conn)
+
+    def rfm_rows(self) -> list[tuple[str, int, int, int, int, int, int, str]]:
+        return rfm_sql.rows(self.conn)
+
+    # ---- writing (call inside transaction()) -----------------------------------------------
+    def insert_events(self, rows: Sequence[EventRow]) -> int:
+        """Insert events, ignoring those whose event_id is already stored; returns how many
+        were new."""
+        before = self.conn.total_changes
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO events(event_id, user_id, type_id, ts, amount_fen, props) "
+            "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        return self.conn.total_changes - before
+
+    def ensure_users(self, user_ids: Iterable[str]) -> int:
+        """Create the users that do not exist yet (with no attributes); returns how many."""
+        before = self.conn.total_changes
+        self.conn.executemany("INSERT OR IGNORE INTO users(user_id) VALUES (?)",
+                              ((u,) for u in user_ids))
+        return self.conn.total_changes - before
+
+    def upsert_users(self, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> int:
+        """Insert or update users; each row is (user_id, *values for columns). Columns not named
+        keep their stored values. List attributes also update the inverted list-items table.
+        Returns the number of users created or changed (identical rows change nothing)."""
+        if not rows:
+            return 0
+        q = self.dialect.ident
+        lists = [i for i, c in enumerate(columns) if self.datamodel.user[c].type.base == "list"]
+        old: dict[str, tuple[Any, ...]] = {}
+        if lists:
+            old = self._old_values([columns[i] for i in lists], [r[0] for r in rows])
+        before = self.conn.total_changes
+        if columns:
+            cols = ", ".join(q(c) for c in columns)
+            sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in columns)
+            differs = " OR ".join(f"users.{q(c)} IS NOT excluded.{q(c)}" for c in columns)
+            self.conn.executemany(
+                f"INSERT INTO users(user_id, {cols}) VALUES (?{', ?' * len(columns)}) "
+                f"ON CONFLICT(user_id) DO UPDATE SET {sets} WHERE {differs}", rows)
+        else:
+            self.conn.executemany("INSERT OR IGNORE INTO users(user_id) VALUES (?)",
+                                  [r[:1] for r in rows])
+        changed = self.conn.total_changes - before
+        if lists:
+            gone: list[tuple[str, Any, str]] = []
+            new: list[tuple[str, Any, str]] = []
+            for r in rows:
+                was = old.get(r[0])
+                for k, i in enumerate(lists):
+                    attr = columns[i]
+                    before_items = set(orjson.loads(was[k])) if was and was[k] else set()
+                    now_items = set(orjson.loads(r[i + 1])) if r[i + 1] else set()
+                    gone.extend((attr, v, r[0]) for v in before_items - now_items)
+                    new.extend((attr, v, r[0]) for v in now_items - before_items)
+                old[r[0]] = tuple(r[i + 1] for i in lists)  # for a later row of the same user
+            self.conn.executemany("DELETE FROM user_list_items WHERE attr = ? AND value = ? "
+                                  "AND user_id = ?", gone)
+            self.conn.executemany("INSERT OR IGNORE INTO user_list_items(attr, value, user_id) "
+                                  "VALUES (?, ?, ?)", new)
+        return changed
+
+    def _old_values(self, columns: list[str], user_ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        cols = ", ".join(self.dialect.ident(c) for c in columns)
+        out: dict[str, tuple[Any, ...]] = {}
+        unique = list(dict.fromkeys(user_ids))
+        for i in range(0, len(unique), _IN_CHUNK):
+            part = unique[i:i + _IN_CHUNK]
+            for row in self.conn.execute(f"SELECT user_id, {cols} FROM users WHERE user_id IN "
+                                         f"{self.dialect.in_list(len(part))}", part):
+                out[row[0]] = tuple(row[1:])
+        return out
+
+    def drop_events_index(self) -> None:
+        """Before a bulk load that is large compared with the table: building the index once
+        afterwards is several times cheaper than maintaining it row by row."""
+        self.conn.execute(f"DROP INDEX IF EXISTS {schema.EVENTS_INDEX}")
+
+    def build_events_index(self) -> None:
+        self.conn.execute(schema.EVENTS_INDEX_SQL)
+
+
+def open_store(path: Path, datamodel: DataModel, *, create: bool = True) -> Store:
+    """Open (creating when allowed) the database at `path`, migrated to the data model."""
+    if not create and not path.is_file():
+        raise CannotRun(f"no database at {path}", hint="ingest data first: `engine ingest ...`")
+    if not path.parent.is_dir():
+        raise CannotRun(f"cannot create the database {path}: no directory {path.parent}")
+    try:
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        for pragma in _PRAGMAS:
+            conn.execute(pragma)
+        done = schema.migrate(conn, datamodel)
+        type_ids = dict(conn.execute("SELECT name, type_id FROM event_types").fetchall())
+    except sqlite3.DatabaseError as exc:
+        raise CannotRun(f"cannot open the database {path}: {exc}") from None
+    return Store(conn, path, datamodel, SQLITE, MappingProxyType(type_ids), tuple(done))

@@ -1,0 +1,326 @@
+"""Ingest: round trips, every reject reason, idempotency, time zones, CSV, the CLI's exit codes."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from engine.errors import CannotRun
+from engine.ingest import read
+from engine.timeutil import parse_timestamp, to_micros
+from store_helpers import (T0, make_project, read_rejects, run_cli, run_ingest, store_of,
+                           write_jsonl)
+
+
+def micros(text: str) -> int:
+    return to_micros(datetime.fromisoformat(text))
+
+
+GOOD = {"event_id": "e1", "user_id": "u1", "type": "order_paid", "ts": T0, "amount": 80.5,
+        "props": {"items": 2, "order_id": "o1"}}
+
+
+@pytest.fixture()
+def project(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return make_project(tmp_path / "proj")
+
+
+def test_events_round_trip_in_storage_form(project, tmp_path: Path) -> None:
+    f = write_jsonl(tmp_path / "e.jsonl", [
+        GOOD,
+        {"user_id": "u2", "type": "price_drop", "ts": "2026-11-20T09:00:00Z",
+         "props": {"item_id": "i1", "item_name": "保温杯", "new_price": "19.90", "old_price": 25}},
+        {"user_id": "u2", "type": "checkin", "ts": "2026-11-19"},
+    ])
+    result = run_ingest(project, "events", f)
+    assert (result.total("read"), result.total("accepted"), result.total("rejected")) == (3, 3, 0)
+    assert result.exit_code == 0 and result.users_created == 2
+    with store_of(project) as store:
+        events = {e["type"]: e for e in store.events()}
+        assert store.count_users() == 2
+    paid = events["order_paid"]
+    assert paid["event_id"] == "e1" and paid["user_id"] == "u1"
+    assert paid["ts"] == micros(T0) and paid["amount_fen"] == 8050
+    assert paid["props"] == {"items": 2, "order_id": "o1"}
+    drop = events["price_drop"]
+    assert drop["props"]["new_price"] == 1990 and drop["props"]["old_price"] == 2500
+    assert drop["ts"] == micros("2026-11-20T09:00:00+00:00")
+    assert drop["event_id"].startswith("h:") and drop["amount_fen"] is None
+    # a bare date is midnight in the project timezone
+    assert events["checkin"]["ts"] == micros("2026-11-19T00:00:00+08:00")
+
+
+def test_users_round_trip_and_inverted_tags(project, tmp_path: Path) -> None:
+    f = write_jsonl(tmp_path / "u.jsonl", [
+        {"user_id": "u1", "tier": "gold", "tags": ["母婴", "vip"], "points": 120,
+         "signup_at": "2026-01-02T03:04:05", "birthday": "1990-05-06", "city": "上海"},
+        {"user_id": "u2", "tags": []},
+    ])
+    assert run_ingest(project, "users", f).exit_code == 0
+    with store_of(project) as store:
+        u1 = store.user("u1")
+        assert u1 is not None
+        assert u1["tier"] == "gold" and u1["points"] == 120 and u1["city"] == "上海"
+        assert json.loads(u1["tags"]) == ["母婴", "vip"]
+        assert u1["signup_at"] == micros("2026-01-02T03:04:05+08:00")
+        assert u1["birthday"] == "1990-05-06"
+        assert store.list_items("tags") == [("vip", "u1"), ("母婴", "u1")]
+    # a partial update changes only the attributes it names, and keeps the index in step
+    g = write_jsonl(tmp_path / "u2.jsonl", [{"user_id": "u1", "tags": ["vip", "学生"]}])
+    result = run_ingest(project, "users", g)
+    assert result.total("duplicates") == 0
+    with store_of(project) as store:
+        u1 = store.user("u1")
+        assert u1 is not None and u1["tier"] == "gold" and u1["points"] == 120
+        assert sorted(store.list_items("tags")) == [("vip", "u1"), ("学生", "u1")]
+    # the same rows again change nothing
+    again = run_ingest(project, "users", g)
+    assert again.total("accepted") == 1 and again.total("duplicates") == 1
+
+
+def test_csv_users_list_cells_and_empty_cells(project, tmp_path: Path) -> None:
+    f = tmp_path / "u.csv"
+    f.write_text("user_id,tier,tags,points,birthday\n"
+                 "u1,gold,母婴|vip|,12,1990-01-02\n"
+                 "u2,,,,\n"
+                 "u3,platinum,,,\n", encoding="utf-8")
+    rejects = tmp_path / "r.jsonl"
+    result = run_ingest(project, "users", f, rejects=rejects)
+    assert (result.total("accepted"), result.total("rejected")) == (2, 1)
+    with store_of(project) as store:
+        u1, u2 = store.user("u1"), store.user("u2")
+        assert u1 is not None and u2 is not None
+        assert json.loads(u1["tags"]) == ["母婴", "vip"] and u1["points"] == 12
+        assert u2["tier"] is None and u2["tags"] is None
+        assert store.user("u3") is None
+    (rej,) = read_rejects(rejects)
+    assert rej["line"] == 4 and rej["code"] == "NOT_IN_ENUM" and rej["field"] == "tier"
+    assert rej["row"]["tier"] == "platinum"
+
+
+def test_csv_events_props_columns(project, tmp_path: Path) -> None:
+    f = tmp_path / "e.csv"
+    f.write_text("event_id,user_id,type,ts,amount,props.items,props.order_id,props\n"
+                 f"e1,u1,order_paid,{T0},80.00,2,o1,\n"
+                 f"e2,u1,share,{T0},,,,\"{{\"\"target\"\": \"\"group\"\"}}\"\n", encoding="utf-8")
+    result = run_ingest(project, "events", f)
+    assert result.total("rejected") == 0, result.shown_rejects
+    with store_of(project) as store:
+        ev = {e["event_id"]: e for e in store.events()}
+    assert ev["e1"]["amount_fen"] == 8000 and ev["e1"]["props"] == {"items": 2, "order_id": "o1"}
+    assert ev["e2"]["props"] == {"target": "group"}
+
+
+
+
+def ev(**changes: object) -> dict[str, object]:
+    out = {k: v for k, v in GOOD.items() if k != "event_id"}
+    out.update(changes)
+    return {k: v for k, v in out.items() if v is not ...}
+
+
+EVENT_REJECTS = [
+    ("not json", "BAD_JSON", ""),
+    ("[1, 2]", "NOT_AN_OBJECT", ""),
+    (ev(user_id=...), "MISSING_FIELD", "user_id"),
+    (ev(user_id=""), "MISSING_FIELD", "user_id"),
+    (ev(user_id=["u1"]), "BAD_USER_ID", "user_id"),
+    (ev(type=...), "MISSING_FIELD", "type"),
+    (ev(type="order_payed"), "UNKNOWN_EVENT_TYPE", "type"),
+    (ev(ts=...), "MISSING_FIELD", "ts"),
+    (ev(ts="2026-11-31T10:00:00"), "BAD_TIMESTAMP", "ts"),
+    (ev(ts="yesterday"), "BAD_TIMESTAMP", "ts"),
+    (ev(ts=1763604000), "BAD_TIMESTAMP", "ts"),
+    (ev(amount=12.345), "BAD_MONEY", "amount"),
+    (ev(amount="12.3.4"), "BAD_MONEY", "amount"),
+    (ev(amount=True), "BAD_MONEY", "amount"),
+    (ev(event_id=1.5), "BAD_EVENT_ID", "event_id"),
+    (ev(colour="red"), "UNKNOWN_FIELD", "colour"),
+    (ev(props=[1]), "BAD_PROPS", "props"),
+    (ev(props={"itemz": 1}), "UNKNOWN_PROP", "props.itemz"),
+    (ev(props={"items": "two"}), "BAD_VALUE", "props.items"),
+    (ev(props={"order_id": 7}), "BAD_VALUE", "props.order_id"),
+    (ev(type="share", props={"target": "weibo"}), "NOT_IN_ENUM", "props.target"),
+    (ev(type="price_drop", props={"new_price": 1.001}), "BAD_VALUE", "props.new_price"),
+]
+
+
+@pytest.mark.parametrize("row,code,field", EVENT_REJECTS,
+                         ids=[f"{c}-{i}" for i, (_, c, _) in enumerate(EVENT_REJECTS)])
+def test_every_event_reject_reason(project, tmp_path: Path, row: object, code: str,
+                                   field: str) -> None:
+    f = write_jsonl(tmp_path / "e.jsonl", [GOOD, row, dict(GOOD, event_id="e2")])
+    rejects = tmp_path / "rejects.jsonl"
+    result = run_ingest(project, "events", f, rejects=rejects)
+    assert (result.total("accepted"), result.total("rejected")) == (2, 1)
+    assert result.exit_code == 1
+    (rej,) = read_rejects(rejects)
+    assert (rej["file"], rej["line"], rej["code"], rej["field"]) == (str(f), 2, code, field)
+    assert rej["reason"].startswith(f"{field}: " if field else "")
+    expected = row if row != "[1, 2]" else [1, 2]
+    assert rej["row"] == expected  # the row itself (parsed, or the raw text)
+    with store_of(project) as store:  # the good rows of the same file are kept
+        assert {e["event_id"] for e in store.events()} == {"e1", "e2"}
+
+
+USER_REJECTS = [
+    ({"tier": "gold"}, "MISSING_FIELD", "user_id"),
+    ({"user_id": "u9", "tierr": "gold"}, "UNKNOWN_ATTRIBUTE", "tierr"),
+    ({"user_id": "u9", "tier": "bronze"}, "NOT_IN_ENUM", "tier"),
+    ({"user_id": "u9", "tags": "a"}, "BAD_VALUE", "tags"),
+    ({"user_id": "u9", "birthday": "1990-02-30"}, "BAD_VALUE", "birthday"),
+    ({"user_id": "u9", "points": "100"}, "BAD_VALUE", "points"),
+    ({"user_id": "u9", "signup_at": "soon"}, "BAD_VALUE", "signup_at"),
+    ("{", "BAD_JSON", ""),
+]
+
+
+@pytest.mark.parametrize("row,code,field", USER_REJECTS,
+                         ids=[f"{c}-{i}" for i, (_, c, _) in enumerate(USER_REJECTS)])
+def test_every_user_reject_reason(project, tmp_path: Path, row: object, code: str,
+                                  field: str) -> None:
+    f = write_jsonl(tmp_path / "u.jsonl", [{"user_id": "u1"}, row])
+    rejects = tmp_path / "rejects.jsonl"
+    result = run_ingest(project, "users", f, rejects=rejects)
+    assert (result.total("accepted"), result.total("rejected")) == (1, 1)
+    (rej,) = read_rejects(rejects)
+    assert (rej["line"], rej["code"], rej["field"]) == (2, code, field)
+    with store_of(project) as store:
+        assert store.count_users() == 1
+
+
+def test_csv_row_with_too_many_cells(project, tmp_path: Path) -> None:
+    f = tmp_path / "e.csv"
+    f.write_text(f"user_id,type,ts\nu1,checkin,{T0}\nu1,checkin,{T0},extra\n", encoding="utf-8")
+    rejects = tmp_path / "r.jsonl"
+    result = run_ingest(project, "events", f, rejects=rejects)
+    assert (result.total("accepted"), result.total("rejected")) == (1, 1)
+    assert read_rejects(rejects)[0]["code"] == "BAD_CSV_ROW"
+
+
+def test_reingest_is_a_no_op(project, tmp_path: Path) -> None:
+    rows = [GOOD, ev(type="checkin", props=..., amount=...),
+            ev(type="share", props={"target": "group"}, amount=...)]
+    f = write_jsonl(tmp_path / "e.jsonl", rows)
+    first = run_ingest(project, "events", f)
+    assert first.total("duplicates") == 0
+    second = run_ingest(project, "events", f)
+    assert second.total("accepted") == 3 and second.total("duplicates") == 3
+    # the same content written differently has the same content hash
+    g = write_jsonl(tmp_path / "g.jsonl", [
+        {"ts": "2026-11-20T02:00:00Z", "type": "share", "props": {"target": "group"},
+         "user_id": "u1"}])
+    assert run_ingest(project, "events", g).total("duplicates") == 1
+    with store_of(project) as store:
+        assert store.count_events() == 3
+
+
+def test_same_event_id_twice_in_one_file_keeps_the_first(project, tmp_path: Path) -> None:
+    f = write_jsonl(tmp_path / "e.jsonl", [GOOD, dict(GOOD, amount=99)])
+    result = run_ingest(project, "events", f)
+    assert result.total("duplicates") == 1
+    with store_of(project) as store:
+        (only,) = store.events()
+    assert only["amount_fen"] == 8050
+
+
+def test_naive_timestamps_are_read_in_the_project_timezone(tmp_path: Path) -> None:
+    shanghai = make_project(tmp_path / "sh")
+    f = write_jsonl(tmp_path / "e.jsonl", [
+        ev(type="checkin", props=..., amount=..., ts="2026-11-20T10:00:00"),
+        ev(type="checkin", props=..., amount=..., ts="2026-11-20T10:00:00+08:00", user_id="u2"),
+        ev(type="checkin", props=..., amount=..., ts="2026-11-20T02:00:00Z", user_id="u3"),
+    ])
+    run_ingest(shanghai, "events", f)
+    with store_of(shanghai) as store:
+        assert {e["ts"] for e in store.events()} == {micros("2026-11-20T10:00:00+08:00")}
+    berlin = make_project(tmp_path / "be", timezone="Europe/Berlin")
+    run_ingest(berlin, "events", f)
+    with store_of(berlin) as store:
+        by_user = {e["user_id"]: e["ts"] for e in store.events()}
+    assert by_user["u1"] == micros("2026-11-20T10:00:00+01:00")  # winter time in Berlin
+    assert by_user["u2"] == by_user["u3"] == micros("2026-11-20T10:00:00+08:00")
+
+
+def test_parallel_workers_give_the_same_result(tmp_path: Path) -> None:
+    rows = [ev(event_id=f"e{i}", user_id=f"u{i % 7}", amount=i / 100) for i in range(3000)]
+    rows[1500] = ev(ts="nope")
+    f = write_jsonl(tmp_path / "e.jsonl", rows)
+    results = []
+    for workers in (0, 2):
+        p = make_project(tmp_path / f"w{workers}")
+        r = run_ingest(p, "events", f, rejects=tmp_path / f"r{workers}.jsonl", workers=workers)
+        with store_of(p) as store:
+            results.append((r.total("accepted"), r.total("rejected"), r.users_created,
+                            [tuple(e.values()) for e in store.events()]))
+        assert read_rejects(tmp_path / f"r{workers}.jsonl")[0]["line"] == 1501
+    assert results[0] == results[1] and results[0][:3] == (2999, 1, 7)
+
+
+def test_jsonl_chunks_are_bounded_and_keep_line_numbers(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(read, "CHUNK_BYTES", 100)
+    data = b"".join(b'{"n": %d}\n' % i for i in range(200)) + b'{"n": "last"}'
+    chunks = list(read.jsonl_chunks(__import__("io").BytesIO(data)))
+    assert all(len(c.data) <= 100 + 20 for c in chunks) and len(chunks) > 10
+    lines = [(c.first_line + i, line) for c in chunks
+             for i, line in enumerate(c.data.split(b"\n")) if line]
+    assert lines[150] == (151, b'{"n": 150}') and lines[-1] == (201, b'{"n": "last"}')
+
+
+def test_unknown_format_and_missing_file_cannot_run(project, tmp_path: Path) -> None:
+    (tmp_path / "e.txt").write_text("x", encoding="utf-8")
+    with pytest.raises(CannotRun, match="format"):
+        run_ingest(project, "events", tmp_path / "e.txt")
+    with pytest.raises(CannotRun, match="no such file"):
+        run_ingest(project, "events", tmp_path / "missing.jsonl")
+
+
+# ---- the command line, through the real error boundary ---------------------------------------
+def test_cli_exit_codes(tmp_path: Path) -> None:
+    make_project(tmp_path / "p")
+    good = write_jsonl(tmp_path / "good.jsonl", [GOOD])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [GOOD, ev(type="nope")])
+    base = ["ingest", "events", "--project", str(tmp_path / "p")]
+    code, out = run_cli(base + [str(good)])
+    assert code == 0 and "1 read, 1 accepted, 0 rejected" in out
+    code, out = run_cli(base + [str(bad), "--rejects", str(tmp_path / "r.jsonl")])
+    assert code == 1 and "UNKNOWN_EVENT_TYPE" in out and "bad.jsonl:2" in out
+    assert len(read_rejects(tmp_path / "r.jsonl")) == 1
+    code, out = run_cli(base + [str(tmp_path / "missing.jsonl")])
+    assert code == 2 and "no such file" in out
+    code, out = run_cli(["ingest", "events", "--project", str(tmp_path / "nowhere"), str(good)])
+    assert code == 2
+
+
+def test_cli_reads_stdin_and_writes_json(tmp_path: Path) -> None:
+    make_project(tmp_path / "p")
+    db = tmp_path / "other.db"
+    code, out = run_cli(["ingest", "events", "-", "--project", str(tmp_path / "p"), "--db",
+                        str(db), "--format", "json"], input=json.dumps(GOOD) + "\n")
+    assert code == 0 and db.is_file()
+    assert json.loads(out)["accepted"] == 1
+
+
+def test_cli_broken_datamodel_cannot_run(tmp_path: Path) -> None:
+    make_project(tmp_path / "p")
+    (tmp_path / "p" / "datamodel.yaml").write_text("user:\n  tier: {type: strin}\n",
+                                                   encoding="utf-8")
+    good = write_jsonl(tmp_path / "good.jsonl", [GOOD])
+    code, out = run_cli(["ingest", "events", "--project", str(tmp_path / "p"), str(good)])
+    assert code == 2 and "datamodel.yaml" in out
+
+
+def test_parse_timestamp_agrees_with_the_fast_path() -> None:
+    from zoneinfo import ZoneInfo
+
+    from engine.ingest.rows import timestamp_converter
+    tz = ZoneInfo("America/New_York")
+    conv = timestamp_converter(tz)
+    for text in ["2026-03-08T01:59:59", "2026-03-08T03:00:00", "2026-11-01T01:30:00",
+                 "2026-11-20T10:00:00.250000+08:00", "2026-11-20T10:00:07Z", "2026-11-20",
+                 "2026-11-20T10:00:07-03:30"]:
+        assert conv(text, False) == to_micros(parse_timestamp(text, tz)), text
+    assert conv("2026-11-20T10:00:07+00:00", False) == to_micros(
+        datetime(2026, 11, 20, 10, 0, 7, tzinfo=timezone.utc))
