@@ -31,10 +31,12 @@ from .store.facts import StoredFacts, load_facts
 from .timeutil import from_micros, to_micros
 from .triggers import date_fire_offset_us, event_eval_time
 from . import rfm as rfmlib
+from .policy import POLICY_REASONS, Policy
 
 REASONS = {
     "already_entered": "fire: on_enter, and the user was already in the audience last tick",
     "holdout": "in the experiment's holdout group (measured, never acted on)",
+    **POLICY_REASONS,
 }
 
 
@@ -47,6 +49,8 @@ class Decision:
     eval_at: int  # µs: the instant the audience was evaluated
     variant: str | None = None
     event_id: str | None = None
+    channels: tuple[str, ...] = ()  # per action step: the channel it will use ("" internal)
+    deferred_until: int | None = None  # µs, for `deferred` (quiet hours)
 
 
 @dataclass(frozen=True)
@@ -314,8 +318,12 @@ def coupon_expiring_matches(snap: Snapshot, rule: Rule, start: int) -> list[Occu
     return out
 
 
-def plan(project: Project, store: Store, at: datetime, rule_ids: Iterable[str] = ()) -> Plan:
-    """Evaluate the named rules (default: every enabled rule) as if due at `at`."""
+def plan(project: Project, store: Store, at: datetime, rule_ids: Iterable[str] = (),
+         slots: dict[str, int] | None = None, policy: bool = True) -> Plan:
+    """Evaluate the named rules (default: every enabled rule) as if due at `at`.
+
+    `slots` gives scheduled rules their due slot (`engine run`); policy (caps, consent,
+    budgets, quiet hours) is applied across the rules in priority order."""
     from .errors import CannotRun
 
     chosen = list(rule_ids)
@@ -330,4 +338,11 @@ def plan(project: Project, store: Store, at: datetime, rule_ids: Iterable[str] =
     if not chosen:
         rules = [r for r in project.rules if r.enabled]
     snap = Snapshot(project, store, to_micros(at))
-    return Plan(at, tuple(plan_rule(snap, r) for r in sorted(rules, key=lambda r: r.id)))
+    plans = {r.id: plan_rule(snap, r, (slots or {}).get(r.id)) for r in rules}
+    if policy:
+        pol = Policy(snap)
+        for r in sorted(rules, key=lambda r: (-r.priority, r.id)):
+            rp = plans[r.id]
+            plans[r.id] = RulePlan(rp.rule_id, tuple(pol.apply(r, rp.decisions)), rp.left,
+                                   rp.entered)
+    return Plan(at, tuple(plans[r] for r in sorted(plans)))

@@ -197,7 +197,11 @@ limits: {max: 1, per: 300d}
     with store:
         assert by_user(plan(proj, store, T, ["points"]), "points") == {"a": ("fire", None)}
         at = midnight + MIN  # the grace window (5 min) covers midnight
-        assert by_user(plan(proj, store, at, ["birthday"]), "birthday") == {"d": ("fire", None)}
+        result = plan(proj, store, at, ["birthday"])
+        # 00:01 is inside quiet hours (21:30-08:30): deferred to 08:30, never dropped
+        assert by_user(result, "birthday") == {"d": ("deferred", None)}
+        assert result.rules[0].decisions[0].deferred_until == to_micros(
+            midnight.replace(hour=8, minute=30))
         assert by_user(plan(proj, store, midnight + timedelta(hours=1), ["birthday"]),
                        "birthday") == {}
 

@@ -1,0 +1,313 @@
+"""The engine's own records: fires, the cap ledger, consent, issued coupons and the outbox.
+
+A fire, its cap-ledger rows, its consent consumption and its outbox items are written in one
+transaction (`engine.commit`), so a cap is never counted without its send being queued, nor a
+send queued without its cap. The idempotency key of a fire is (rule id, user id, occurrence):
+committing the same fire twice is a no-op.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import orjson
+
+LEDGER_TABLES = (
+    """CREATE TABLE IF NOT EXISTS fires (
+           fire_id TEXT PRIMARY KEY,
+           rule_id TEXT NOT NULL,
+           user_id TEXT NOT NULL,
+           occurrence TEXT NOT NULL,
+           outcome TEXT NOT NULL,           -- fire | deferred | suppressed
+           reason TEXT,
+           variant TEXT,
+           event_id TEXT,
+           tick_at INTEGER NOT NULL,        -- µs
+           eval_at INTEGER NOT NULL,
+           content_hash TEXT NOT NULL DEFAULT '',
+           git_commit TEXT NOT NULL DEFAULT '',
+           UNIQUE (rule_id, user_id, occurrence))""",
+    "CREATE INDEX IF NOT EXISTS fires_user_rule ON fires(user_id, rule_id, tick_at)",
+    """CREATE TABLE IF NOT EXISTS cap_ledger (
+           user_id TEXT NOT NULL,
+           at INTEGER NOT NULL,
+           rule_id TEXT NOT NULL,
+           category TEXT NOT NULL,
+           channel TEXT NOT NULL DEFAULT '',
+           fire_id TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS cap_ledger_user ON cap_ledger(user_id, at)",
+    """CREATE TABLE IF NOT EXISTS consent_used (
+           user_id TEXT NOT NULL,
+           template TEXT NOT NULL,
+           at INTEGER NOT NULL,
+           item_id TEXT NOT NULL PRIMARY KEY)""",
+    "CREATE INDEX IF NOT EXISTS consent_used_user ON consent_used(user_id, template)",
+    """CREATE TABLE IF NOT EXISTS consent_zeroed (
+           user_id TEXT NOT NULL,
+           template TEXT NOT NULL,
+           at INTEGER NOT NULL,
+           PRIMARY KEY (user_id, template)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS issued_coupons (
+           coupon_id TEXT PRIMARY KEY,
+           item_id TEXT NOT NULL UNIQUE,
+           fire_id TEXT NOT NULL,
+           user_id TEXT NOT NULL,
+           stock TEXT NOT NULL,
+           rule_id TEXT NOT NULL,
+           value_fen INTEGER NOT NULL,
+           issued_at INTEGER NOT NULL,
+           expires_at INTEGER NOT NULL,
+           used_at INTEGER)""",
+    "CREATE INDEX IF NOT EXISTS issued_coupons_expiry ON issued_coupons(expires_at)",
+    """CREATE TABLE IF NOT EXISTS coupon_reserved (
+           item_id TEXT PRIMARY KEY,
+           stock TEXT NOT NULL,
+           value_fen INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS outbox (
+           item_id TEXT PRIMARY KEY,
+           fire_id TEXT NOT NULL,
+           step INTEGER NOT NULL,
+           kind TEXT NOT NULL,               -- coupon | message | points | tag | webhook
+           channel TEXT NOT NULL DEFAULT '',
+           user_id TEXT NOT NULL,
+           spec TEXT NOT NULL,               -- the action as written (JSON)
+           due_at INTEGER NOT NULL,
+           state TEXT NOT NULL,              -- pending | sending | sent | failed | unknown | dead
+           attempts INTEGER NOT NULL DEFAULT 0,
+           next_at INTEGER NOT NULL,
+           last_code TEXT NOT NULL DEFAULT '',
+           last_detail TEXT NOT NULL DEFAULT '',
+           provider_id TEXT,
+           updated_at INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS outbox_ready ON outbox(state, next_at)",
+    "CREATE INDEX IF NOT EXISTS outbox_fire ON outbox(fire_id, step)",
+)
+
+
+def ensure_ledger(conn: Any) -> None:
+    from .queries import ensure_state_tables
+
+    ensure_state_tables(conn)
+    for sql in LEDGER_TABLES:
+        conn.execute(sql)
+
+
+def has_ledger(conn: Any) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'fires'").fetchone() is not None
+
+
+def fire_id(rule_id: str, user_id: str, occurrence: str) -> str:
+    """Deterministic id of the idempotency key (rule id, user id, occurrence)."""
+    digest = hashlib.sha256(f"{rule_id}\x1f{user_id}\x1f{occurrence}".encode("utf-8")).hexdigest()
+    return "f" + digest[:31]
+
+
+def item_id(fire: str, step: int) -> str:
+    """Outbox item id; also the WeChat Pay out_request_no (letters, digits, `_`)."""
+    return f"{fire}_{step}"
+
+
+# -- reads used by the policy ----------------------------------------------------------------
+
+def rule_fires_since(conn: Any, user_id: str, rule_id: str, since: int) -> int:
+    if not has_ledger(conn):
+        return 0
+    row = conn.execute("SELECT COUNT(*) FROM fires WHERE user_id = ? AND rule_id = ? AND "
+                       "outcome IN ('fire', 'deferred') AND tick_at >= ?",
+                       (user_id, rule_id, since)).fetchone()
+    return int(row[0])
+
+
+def cap_count(conn: Any, user_id: str, since: int, category: str | None,
+              channel: str | None) -> int:
+    if not has_ledger(conn):
+        return 0
+    sql = "SELECT COUNT(DISTINCT fire_id) FROM cap_ledger WHERE user_id = ? AND at >= ?"
+    params: list[Any] = [user_id, since]
+    if category is not None:
+        sql += " AND category = ?"
+        params.append(category)
+    if channel is not None:
+        sql += " AND channel = ?"
+        params.append(channel)
+    return int(conn.execute(sql, params).fetchone()[0])
+
+
+def consent_used(conn: Any, user_id: str, template: str, after: int) -> int:
+    if not has_ledger(conn):
+        return 0
+    return int(conn.execute("SELECT COUNT(*) FROM consent_used WHERE user_id = ? AND "
+                            "template = ? AND at > ?", (user_id, template, after)).fetchone()[0])
+
+
+def consent_zeroed_at(conn: Any, user_id: str, template: str) -> int | None:
+    if not has_ledger(conn):
+        return None
+    row = conn.execute("SELECT at FROM consent_zeroed WHERE user_id = ? AND template = ?",
+                       (user_id, template)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def coupons_committed(conn: Any, stock: str) -> tuple[int, int]:
+    """(count, fen) of coupons of a stock issued or reserved by committed fires."""
+    if not has_ledger(conn):
+        return (0, 0)
+    row = conn.execute("SELECT COUNT(*), COALESCE(SUM(value_fen), 0) FROM coupon_reserved "
+                       "WHERE stock = ?", (stock,)).fetchone()
+    return int(row[0]), int(row[1])
+
+
+# -- writes (inside one transaction) ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class FireRecord:
+    fire_id: str
+    rule_id: str
+    user_id: str
+    occurrence: str
+    outcome: str
+    reason: str | None
+    variant: str | None
+    event_id: str | None
+    tick_at: int
+    eval_at: int
+    content_hash: str
+    git_commit: str
+
+
+def insert_fire(conn: Any, f: FireRecord) -> bool:
+    """True when the fire is new (False: this idempotency key was committed before)."""
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO fires VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (f.fire_id, f.rule_id, f.user_id, f.occurrence, f.outcome, f.reason, f.variant,
+         f.event_id, f.tick_at, f.eval_at, f.content_hash, f.git_commit))
+    return bool(cur.rowcount)
+
+
+def insert_caps(conn: Any, rows: Iterable[tuple[str, int, str, str, str, str]]) -> None:
+    conn.executemany("INSERT INTO cap_ledger VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+
+def insert_consent_use(conn: Any, user_id: str, template: str, at: int, item: str) -> None:
+    conn.execute("INSERT OR IGNORE INTO consent_used VALUES (?, ?, ?, ?)",
+                 (user_id, template, at, item))
+
+
+def zero_consent(conn: Any, user_id: str, template: str, at: int) -> None:
+    conn.execute("INSERT INTO consent_zeroed VALUES (?, ?, ?) ON CONFLICT(user_id, template) "
+                 "DO UPDATE SET at = MAX(at, excluded.at)", (user_id, template, at))
+
+
+def reserve_coupon(conn: Any, item: str, stock: str, value_fen: int) -> None:
+    conn.execute("INSERT OR IGNORE INTO coupon_reserved VALUES (?, ?, ?)", (item, stock, value_fen))
+
+
+def insert_outbox(conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO outbox(item_id, fire_id, step, kind, channel, user_id, spec, "
+        "due_at, state, attempts, next_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)", rows)
+
+
+def set_tick(conn: Any, rule_id: str, at: int, content_hash: str) -> None:
+    conn.execute("INSERT INTO rule_ticks VALUES (?, ?, ?) ON CONFLICT(rule_id) DO UPDATE SET "
+                 "last_tick = excluded.last_tick, content_hash = excluded.content_hash",
+                 (rule_id, at, content_hash))
+
+
+def set_members(conn: Any, rule_id: str, left: Sequence[str], entered: Sequence[str],
+                at: int) -> None:
+    conn.executemany("DELETE FROM rule_members WHERE rule_id = ? AND user_id = ?",
+                     [(rule_id, u) for u in left])
+    conn.executemany("INSERT OR IGNORE INTO rule_members VALUES (?, ?, ?)",
+                     [(rule_id, u, at) for u in entered])
+
+
+# -- the outbox ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Item:
+    item_id: str
+    fire_id: str
+    step: int
+    kind: str
+    channel: str
+    user_id: str
+    spec: dict[str, Any]
+    due_at: int
+    state: str
+    attempts: int
+
+
+def ready_items(conn: Any, at: int, limit: int = 10_000) -> list[Item]:
+    """Pending items whose time has come and whose previous step (if any) was sent."""
+    rows = conn.execute(
+        "SELECT o.item_id, o.fire_id, o.step, o.kind, o.channel, o.user_id, o.spec, o.due_at, "
+        "o.state, o.attempts FROM outbox o WHERE o.state = 'pending' AND o.next_at <= ? "
+        "AND (o.step = 0 OR EXISTS (SELECT 1 FROM outbox p WHERE p.fire_id = o.fire_id "
+        "AND p.step = o.step - 1 AND p.state = 'sent')) ORDER BY o.next_at, o.item_id LIMIT ?",
+        (at, limit)).fetchall()
+    return [Item(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]), r[7], r[8], r[9])
+            for r in rows]
+
+
+def mark(conn: Any, item: str, state: str, at: int, code: str = "", detail: str = "",
+         provider_id: str | None = None, next_at: int | None = None,
+         attempts_delta: int = 0) -> None:
+    conn.execute("UPDATE outbox SET state = ?, updated_at = ?, last_code = ?, last_detail = ?, "
+                 "provider_id = COALESCE(?, provider_id), next_at = COALESCE(?, next_at), "
+                 "attempts = attempts + ? WHERE item_id = ?",
+                 (state, at, code, detail[:500], provider_id, next_at, attempts_delta, item))
+
+
+def abandon_later_steps(conn: Any, fire: str, step: int, at: int, reason: str) -> None:
+    """When a step fails for good, the steps after it (which use its result) never run."""
+    conn.execute("UPDATE outbox SET state = 'failed', last_code = 'previous_step', "
+                 "last_detail = ?, updated_at = ? WHERE fire_id = ? AND step > ? AND "
+                 "state = 'pending'", (reason, at, fire, step))
+
+
+def recover_interrupted(conn: Any, idempotent_kinds: set[str], at: int) -> tuple[int, int]:
+    """After a crash: `sending` items of idempotent channels go back to pending (resent with
+    the same request number); the others become `unknown` and are never re-sent."""
+    back = conn.execute("UPDATE outbox SET state = 'pending', updated_at = ? WHERE "
+                        "state = 'sending' AND kind IN ('coupon', 'points', 'tag')",
+                        (at,)).rowcount
+    unknown = conn.execute("UPDATE outbox SET state = 'unknown', last_code = 'interrupted', "
+                           "last_detail = 'the send began but its outcome is unknown', "
+                           "updated_at = ? WHERE state = 'sending'", (at,)).rowcount
+    del idempotent_kinds
+    return int(back), int(unknown)
+
+
+def outbox_counts(conn: Any) -> dict[str, int]:
+    if not has_ledger(conn):
+        return {}
+    return {s: int(n) for s, n in conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")}
+
+
+def fire_context(conn: Any, fire: str) -> dict[str, Any]:
+    row = conn.execute("SELECT rule_id, user_id, occurrence, variant, event_id, tick_at FROM fires "
+                       "WHERE fire_id = ?", (fire,)).fetchone()
+    if row is None:
+        return {}
+    return {"rule_id": row[0], "user_id": row[1], "occurrence": row[2], "variant": row[3],
+            "event_id": row[4], "tick_at": row[5]}
+
+
+def coupon_of_fire(conn: Any, fire: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT coupon_id, stock, value_fen, issued_at, expires_at FROM "
+                       "issued_coupons WHERE fire_id = ? ORDER BY issued_at DESC LIMIT 1",
+                       (fire,)).fetchone()
+    if row is None:
+        return None
+    return {"coupon_id": row[0], "stock": row[1], "value_fen": row[2], "issued_at": row[3],
+            "expires_at": row[4]}
+
+
+def insert_coupon(conn: Any, coupon_id: str, item: str, fire: str, user_id: str, stock: str,
+                  rule_id: str, value_fen: int, issued_at: int, expires_at: int) -> None:
+    conn.execute("INSERT OR IGNORE INTO issued_coupons VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                 (coupon_id, item, fire, user_id, stock, rule_id, value_fen, issued_at,
+                  expires_at))
