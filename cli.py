@@ -225,6 +225,50 @@ def explain(rule: str, user: str, project: str | None, db: str | None, at: str |
     click.echo(_json(result.as_json()) if fmt == "json" else result.format_text())
 
 
+@cli.command()
+@click.option("--once", is_flag=True, help="Run one tick and exit (the daemon runs them for "
+              "months: `engine daemon`).")
+@project_option
+@db_option
+@at_option
+@format_option("text", "json")
+def run(once: bool, project: str | None, db: str | None, at: str | None, fmt: str) -> None:
+    """One tick: evaluate the due rules, commit fires and the outbox, then deliver."""
+    from engine.errors import CannotRun
+    from engine.report_text import run_text
+    from engine.run import build_channels, run_once
+
+    if not once:
+        raise CannotRun("`engine run` needs --once", hint="for continuous running use "
+                        "`engine daemon`")
+    proj, store, when = _open(project, db, at)
+    channels, missing = build_channels(proj)
+    with store:
+        report = run_once(proj, store, when, channels, proj.git_commit(), missing)
+    click.echo(_json(report.as_json()) if fmt == "json" else run_text(report))
+
+
+@cli.command()
+@project_option
+@db_option
+@at_option
+@format_option("text", "json")
+def deliver(project: str | None, db: str | None, at: str | None, fmt: str) -> None:
+    """Process the outbox once: items whose time has come (deferred, retrying) at --at."""
+    from engine.outbox import deliver as run_deliver
+    from engine.run import build_channels
+
+    proj, store, when = _open(project, db, at)
+    channels, missing = build_channels(proj)
+    with store:
+        report = run_deliver(proj, store, channels, when)
+    out = {"at": when.isoformat(), "delivery": report.as_json(), "unavailable_channels": missing}
+    click.echo(_json(out) if fmt == "json" else
+               "delivered: " + (", ".join(f"{k} {v}" for k, v in out["delivery"].items()) or
+                                "nothing was due") +
+               "".join(f"\nwaiting: channel {k} unavailable ({v})" for k, v in missing.items()))
+
+
 class _NoBar:
     def __enter__(self) -> "_NoBar":
         return self

@@ -112,11 +112,29 @@ class Policy:
             ch = self.project.config.channels.get(name)
             if ch is None:
                 continue
+            if not self.has_recipient(user_id, name):
+                continue
             if ch.kind != "wechat_subscribe":
                 return name
             if a.template and self.consent_left(user_id, a.template) > 0:
                 return name
         return None
+
+    def has_recipient(self, user_id: str, channel: str) -> bool:
+        """Whether the user has the attribute this channel sends to (openid, phone ...)."""
+        from .outbox import RECIPIENT_FIELDS
+        from .store.dialect import SQLITE
+
+        cfg = self.project.config.channels[channel]
+        field_opt, default = RECIPIENT_FIELDS.get(cfg.kind, ("", ""))
+        if not field_opt:
+            return True
+        attr = str(cfg.options.get(field_opt, default))
+        if attr not in self.project.datamodel.user:
+            return False
+        row = self.conn.execute(f"SELECT {SQLITE.ident(attr)} FROM users WHERE user_id = ?",
+                                (user_id,)).fetchone()
+        return bool(row and row[0])
 
     def consent_left(self, user_id: str, template: str) -> int:
         tpl = self.project.templates.get(template)

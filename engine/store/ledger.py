@@ -268,6 +268,37 @@ def abandon_later_steps(conn: Any, fire: str, step: int, at: int, reason: str) -
                  "state = 'pending'", (reason, at, fire, step))
 
 
+def change_tag(conn: Any, user_id: str, attr: str, tag: str, add: bool) -> None:
+    """Add or remove one value of a list attribute (the JSON column and the inverted index)."""
+    from .dialect import SQLITE
+
+    col = SQLITE.ident(attr)
+    row = conn.execute(f"SELECT {col} FROM users WHERE user_id = ?", (user_id,)).fetchone()
+    items = list(orjson.loads(row[0])) if row and row[0] else []
+    if add and tag not in items:
+        items.append(tag)
+    elif not add:
+        items = [x for x in items if x != tag]
+    conn.execute(f"UPDATE users SET {col} = ? WHERE user_id = ?",
+                 (orjson.dumps(items).decode(), user_id))
+    if add:
+        conn.execute("INSERT OR IGNORE INTO user_list_items(attr, value, user_id) VALUES (?, ?, ?)",
+                     (attr, tag, user_id))
+    else:
+        conn.execute("DELETE FROM user_list_items WHERE attr = ? AND value = ? AND user_id = ?",
+                     (attr, tag, user_id))
+
+
+def fail_orphans(conn: Any, at: int) -> int:
+    """Pending steps after a step that ended unsent (failed, dead, unknown) never run."""
+    return int(conn.execute(
+        "UPDATE outbox SET state = 'failed', last_code = 'previous_step', "
+        "last_detail = 'an earlier step of this fire did not complete', updated_at = ? "
+        "WHERE state = 'pending' AND EXISTS (SELECT 1 FROM outbox p WHERE "
+        "p.fire_id = outbox.fire_id AND p.step < outbox.step AND "
+        "p.state IN ('failed', 'dead', 'unknown'))", (at,)).rowcount)
+
+
 def recover_interrupted(conn: Any, idempotent_kinds: set[str], at: int) -> tuple[int, int]:
     """After a crash: `sending` items of idempotent channels go back to pending (resent with
     the same request number); the others become `unknown` and are never re-sent."""
@@ -278,6 +309,7 @@ def recover_interrupted(conn: Any, idempotent_kinds: set[str], at: int) -> tuple
                            "last_detail = 'the send began but its outcome is unknown', "
                            "updated_at = ? WHERE state = 'sending'", (at,)).rowcount
     del idempotent_kinds
+    fail_orphans(conn, at)
     return int(back), int(unknown)
 
 
