@@ -75,6 +75,9 @@ def quiet_until(at: datetime, start: time, end: time) -> datetime | None:
 
 
 class Policy:
+    """Applies the checks for one tick. Everything a check needs is loaded in bulk, one query
+    per rule and check (the rule's candidates sit in a temp table), never one per user."""
+
     def __init__(self, snap: Any) -> None:
         self.snap = snap
         self.project = snap.project
@@ -84,6 +87,49 @@ class Policy:
         self.optout = {u for (u,) in self.conn.execute(
             "SELECT user_id FROM user_list_items WHERE attr = 'tags' AND value = ?",
             (OPTOUT_TAG,))} if "tags" in self.project.datamodel.user else set()
+        self.committed: dict[str, tuple[int, int]] = {}
+        self.coupon_channel = next((n for n, c in self.project.config.channels.items()
+                                    if c.kind == "wechat_coupon"), "")
+        # per rule, filled by load():
+        self.rule_counts: dict[str, int] = {}
+        self.cap_counts: dict[int, dict[str, int]] = {}
+        self.consent: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+        self.present: dict[str, set[str]] = {}
+
+    def load(self, rule: Rule, users: Sequence[str]) -> None:
+        ledger.load_candidates(self.conn, users)
+        self.rule_counts = ledger.bulk_rule_fires(
+            self.conn, rule.id, self.T - rule.limits.per // US) if rule.limits else {}
+        self.cap_counts = {}
+        if rule.marketing:
+            for i, cap in enumerate(self.project.config.policy.caps):
+                if cap.category is None or cap.category == rule.category:
+                    self.cap_counts[i] = ledger.bulk_caps(self.conn, self.T - cap.per // US,
+                                                          cap.category, cap.channel)
+        self.consent = {}
+        self.present = {}
+        type_id = self.snap.store.type_ids.get("subscribe_authorized")
+        for a in rule.all_actions():
+            if not isinstance(a, MessageAction):
+                continue
+            if a.template and a.template not in self.consent:
+                self.consent[a.template] = ledger.bulk_consent(self.conn, type_id, a.template,
+                                                               self.T)
+            for name in (a.channel, *a.fallback):
+                if name not in self.present:
+                    attr = self.recipient_attr(name)
+                    if attr is not None:
+                        self.present[name] = (ledger.bulk_present(self.conn, attr)
+                                              if attr in self.project.datamodel.user else set())
+
+    def recipient_attr(self, channel: str) -> str | None:
+        from .outbox import RECIPIENT_FIELDS
+
+        cfg = self.project.config.channels.get(channel)
+        if cfg is None:
+            return None
+        field_opt, default = RECIPIENT_FIELDS.get(cfg.kind, ("", ""))
+        return str(cfg.options.get(field_opt, default)) if field_opt else None
 
     # -- checks ----------------------------------------------------------------------------
     def channels(self, rule: Rule, actions: Sequence[Action], user_id: str
@@ -98,9 +144,8 @@ class Policy:
                 out.append(chosen)
             elif isinstance(a, CouponAction):
                 stock = self.project.coupons.get(a.stock)
-                coupon_ch = next((n for n, c in self.project.config.channels.items()
-                                  if c.kind == "wechat_coupon"), "")
-                out.append(coupon_ch if stock is not None and stock.wechat_stock_id else "")
+                out.append(self.coupon_channel if stock is not None and stock.wechat_stock_id
+                           else "")
             elif a.kind == "webhook":
                 out.append(getattr(a, "channel", "webhook"))
             else:
@@ -112,62 +157,34 @@ class Policy:
             ch = self.project.config.channels.get(name)
             if ch is None:
                 continue
-            if not self.has_recipient(user_id, name):
-                continue
+            if name in self.present and user_id not in self.present[name]:
+                continue  # no openid / phone / WeCom id to send to
             if ch.kind != "wechat_subscribe":
                 return name
             if a.template and self.consent_left(user_id, a.template) > 0:
                 return name
         return None
 
-    def has_recipient(self, user_id: str, channel: str) -> bool:
-        """Whether the user has the attribute this channel sends to (openid, phone ...)."""
-        from .outbox import RECIPIENT_FIELDS
-        from .store.dialect import SQLITE
-
-        cfg = self.project.config.channels[channel]
-        field_opt, default = RECIPIENT_FIELDS.get(cfg.kind, ("", ""))
-        if not field_opt:
-            return True
-        attr = str(cfg.options.get(field_opt, default))
-        if attr not in self.project.datamodel.user:
-            return False
-        row = self.conn.execute(f"SELECT {SQLITE.ident(attr)} FROM users WHERE user_id = ?",
-                                (user_id,)).fetchone()
-        return bool(row and row[0])
-
     def consent_left(self, user_id: str, template: str) -> int:
         tpl = self.project.templates.get(template)
-        zeroed = ledger.consent_zeroed_at(self.conn, user_id, template)
-        after = zeroed if zeroed is not None else -2**62
-        type_id = self.snap.store.type_ids.get("subscribe_authorized")
-        granted = 0
-        if type_id is not None:
-            granted = int(self.conn.execute(
-                "SELECT COUNT(*) FROM events WHERE type_id = ? AND user_id = ? AND ts < ? AND "
-                "ts > ? AND json_extract(props, '$.template') = ?",
-                (type_id, user_id, self.T, after, template)).fetchone()[0])
+        granted, used = self.consent.get(template, ({}, {}))
+        g = granted.get(user_id, 0)
         if tpl is not None and tpl.kind == "long_term":
-            return 1 if granted else 0
-        used = ledger.consent_used(self.conn, user_id, template, after)
-        return granted - used - self.usage.consent[(user_id, template)]
+            return 1 if g else 0
+        return g - used.get(user_id, 0) - self.usage.consent[(user_id, template)]
 
     def capped(self, rule: Rule, user_id: str, channels: Sequence[str]) -> str | None:
         if rule.limits is not None:
-            since = self.T - rule.limits.per // US
-            n = ledger.rule_fires_since(self.conn, user_id, rule.id, since)
+            n = self.rule_counts.get(user_id, 0)
             if n + self.usage.rule[(rule.id, user_id)] >= rule.limits.max:
                 return "capped_rule"
         if not rule.marketing:
             return None
-        for i, cap in enumerate(self.project.config.policy.caps):
-            if cap.category is not None and cap.category != rule.category:
-                continue
+        for i, counts in self.cap_counts.items():
+            cap = self.project.config.policy.caps[i]
             if cap.channel is not None and cap.channel not in channels:
                 continue
-            since = self.T - cap.per // US
-            n = ledger.cap_count(self.conn, user_id, since, cap.category, cap.channel)
-            if n + self.usage.caps[(user_id, i)] >= cap.max:
+            if counts.get(user_id, 0) + self.usage.caps[(user_id, i)] >= cap.max:
                 return "capped_global"
         return None
 
@@ -178,7 +195,9 @@ class Policy:
             stock: CouponStock | None = self.project.coupons.get(a.stock)
             if stock is None:
                 continue
-            count, fen = ledger.coupons_committed(self.conn, stock.name)
+            if stock.name not in self.committed:
+                self.committed[stock.name] = ledger.coupons_committed(self.conn, stock.name)
+            count, fen = self.committed[stock.name]
             count += self.usage.coupons[stock.name]
             fen += self.usage.coupon_fen[stock.name]
             if stock.max_count is not None and count + 1 > stock.max_count:
@@ -189,6 +208,10 @@ class Policy:
 
     # -- the pass over one rule's decisions ------------------------------------------------
     def apply(self, rule: Rule, decisions: Sequence[Any]) -> list[Any]:
+        candidates = [d.user_id for d in decisions if d.outcome == "fire"]
+        if not candidates:
+            return list(decisions)
+        self.load(rule, candidates)
         out = []
         quiet = self.project.config.policy.quiet_hours
         now = from_micros(self.T, self.project.config.tz)

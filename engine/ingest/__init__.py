@@ -11,7 +11,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Callable, Iterator, Sequence
@@ -135,22 +134,22 @@ def ingest(project: Project, kind: str, files: Sequence[str], *, db: str | None 
     result = IngestResult(kind, rejects_path=rejects)
     out = _open_rejects(rejects)
     try:
-        with open_project_store(project, db) as store:
+        with _Checker(kind, workers) as checker, open_project_store(project, db) as store, \
+                store.transaction():
             spec = Spec.build(project.datamodel, project.config.timezone, store.type_ids)
-            with _Checker(kind, spec, workers) as checker, store.transaction():
-                bulk = kind == "events" and _bulk(store, files, size)
-                if bulk:
-                    store.drop_events_index()
-                seen: set[str] = set()
-                for name in files:
-                    summary = FileSummary(name)
-                    result.files.append(summary)
-                    for checked in checker.run(_chunks(name, stdin)):
-                        _write(store, checked, summary, result, seen, out, name)
-                        if progress is not None:
-                            progress(checked.size)
-                if bulk:
-                    store.build_events_index()
+            bulk = kind == "events" and _bulk(store, files, size)
+            if bulk:
+                store.drop_events_index()
+            seen: set[str] = set()
+            for name in files:
+                summary = FileSummary(name)
+                result.files.append(summary)
+                for checked in checker.run(spec, _chunks(name, stdin)):
+                    _write(store, checked, summary, result, seen, out, name)
+                    if progress is not None:
+                        progress(checked.size)
+            if bulk:
+                store.build_events_index()
     finally:
         if out is not None:
             out.close()
@@ -229,32 +228,36 @@ def _write(store: Store, checked: Checked, summary: FileSummary, result: IngestR
 
 class _Checker:
     """Checks chunks in this process, or in worker processes with a bounded number in flight
-    (so that reading never runs ahead of writing by more than a few chunks)."""
+    (so that reading never runs ahead of writing by more than a few chunks).
 
-    def __init__(self, kind: str, spec: Spec, workers: int) -> None:
-        self.kind, self.spec, self.workers = kind, spec, workers
-        self.pool: ProcessPoolExecutor | None = None
+    The workers are forked when the checker is entered, before the database is opened, so no
+    SQLite handle crosses a fork; where fork is unavailable they are spawned."""
+
+    def __init__(self, kind: str, workers: int) -> None:
+        self.kind, self.workers = kind, workers
+        self.pool: Any = None
 
     def __enter__(self) -> "_Checker":
         if self.workers > 0:
-            self.pool = ProcessPoolExecutor(self.workers,
-                                            mp_context=multiprocessing.get_context("spawn"))
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            self.pool = multiprocessing.get_context(method).Pool(self.workers)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool.terminate()
+            self.pool.join()
 
-    def run(self, chunks: Iterator[JsonlChunk | CsvChunk]) -> Iterator[Checked]:
+    def run(self, spec: Spec, chunks: Iterator[JsonlChunk | CsvChunk]) -> Iterator[Checked]:
         if self.pool is None:
             for chunk in chunks:
-                yield check_chunk(self.kind, self.spec, chunk)
+                yield check_chunk(self.kind, spec, chunk)
             return
-        pending: deque[Future[Checked]] = deque()
+        pending: deque[Any] = deque()
         window = 2 * self.workers + 1
         for chunk in chunks:
-            pending.append(self.pool.submit(check_chunk, self.kind, self.spec, chunk))
+            pending.append(self.pool.apply_async(check_chunk, (self.kind, spec, chunk)))
             if len(pending) >= window:
-                yield pending.popleft().result()
+                yield pending.popleft().get()
         while pending:
-            yield pending.popleft().result()
+            yield pending.popleft().get()

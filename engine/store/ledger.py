@@ -343,3 +343,100 @@ def insert_coupon(conn: Any, coupon_id: str, item: str, fire: str, user_id: str,
     conn.execute("INSERT OR IGNORE INTO issued_coupons VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                  (coupon_id, item, fire, user_id, stock, rule_id, value_fen, issued_at,
                   expires_at))
+
+
+# -- bulk reads for one tick: one query per rule and check, never one per user --------------
+
+CANDIDATES = "zl_candidates"
+
+
+def load_candidates(conn: Any, user_ids: Iterable[str]) -> None:
+    """The users a rule would fire for, in a temp table the bulk queries join against."""
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {CANDIDATES} (user_id TEXT PRIMARY KEY) "
+                 "WITHOUT ROWID")
+    conn.execute(f"DELETE FROM {CANDIDATES}")
+    conn.executemany(f"INSERT OR IGNORE INTO {CANDIDATES} VALUES (?)", ((u,) for u in user_ids))
+
+
+def bulk_rule_fires(conn: Any, rule_id: str, since: int) -> dict[str, int]:
+    if not has_ledger(conn):
+        return {}
+    return dict(conn.execute(
+        f"SELECT f.user_id, COUNT(*) FROM fires f JOIN {CANDIDATES} c ON c.user_id = f.user_id "
+        "WHERE f.rule_id = ? AND f.outcome IN ('fire', 'deferred') AND f.tick_at >= ? "
+        "GROUP BY f.user_id", (rule_id, since)))
+
+
+def bulk_caps(conn: Any, since: int, category: str | None, channel: str | None) -> dict[str, int]:
+    if not has_ledger(conn):
+        return {}
+    sql = (f"SELECT l.user_id, COUNT(DISTINCT l.fire_id) FROM cap_ledger l JOIN {CANDIDATES} c "
+           "ON c.user_id = l.user_id WHERE l.at >= ?")
+    params: list[Any] = [since]
+    if category is not None:
+        sql += " AND l.category = ?"
+        params.append(category)
+    if channel is not None:
+        sql += " AND l.channel = ?"
+        params.append(channel)
+    return dict(conn.execute(sql + " GROUP BY l.user_id", params))
+
+
+def bulk_consent(conn: Any, type_id: int | None, template: str, before: int
+                 ) -> tuple[dict[str, int], dict[str, int]]:
+    """(accepts, sends) per candidate user for a template, counting only what happened after
+    the user's quota was last zeroed (WeChat 43101)."""
+    if type_id is None:
+        return {}, {}
+    zero = ("LEFT JOIN consent_zeroed z ON z.user_id = c.user_id AND z.template = ?"
+            if has_ledger(conn) else "")
+    after = "AND (z.at IS NULL OR e.ts > z.at)" if zero else ""
+    params: list[Any] = ([template] if zero else []) + [type_id, before, template]
+    granted = dict(conn.execute(
+        f"SELECT c.user_id, COUNT(*) FROM {CANDIDATES} c {zero} JOIN events e "
+        f"ON e.user_id = c.user_id WHERE e.type_id = ? AND e.ts < ? {after} "
+        "AND json_extract(e.props, '$.template') = ? GROUP BY c.user_id", params))
+    if not has_ledger(conn):
+        return granted, {}
+    used = dict(conn.execute(
+        f"SELECT c.user_id, COUNT(*) FROM {CANDIDATES} c LEFT JOIN consent_zeroed z "
+        "ON z.user_id = c.user_id AND z.template = ? JOIN consent_used u ON u.user_id = c.user_id "
+        "AND u.template = ? WHERE (z.at IS NULL OR u.at > z.at) GROUP BY c.user_id",
+        (template, template)))
+    return granted, used
+
+
+def bulk_present(conn: Any, attr: str) -> set[str]:
+    """Candidates whose attribute (openid, phone ...) is set."""
+    from .dialect import SQLITE
+
+    col = SQLITE.ident(attr)
+    return {u for (u,) in conn.execute(
+        f"SELECT u.user_id FROM users u JOIN {CANDIDATES} c ON c.user_id = u.user_id "
+        f"WHERE u.{col} IS NOT NULL AND u.{col} != ''")}
+
+
+def existing_fires(conn: Any, fire_ids: Sequence[str]) -> set[str]:
+    if not has_ledger(conn) or not fire_ids:
+        return set()
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS zl_fire_ids (fire_id TEXT PRIMARY KEY) "
+                 "WITHOUT ROWID")
+    conn.execute("DELETE FROM zl_fire_ids")
+    conn.executemany("INSERT OR IGNORE INTO zl_fire_ids VALUES (?)", ((f,) for f in fire_ids))
+    return {f for (f,) in conn.execute(
+        "SELECT f.fire_id FROM fires f JOIN zl_fire_ids i ON i.fire_id = f.fire_id")}
+
+
+def insert_fires(conn: Any, records: Sequence[FireRecord]) -> None:
+    conn.executemany("INSERT OR IGNORE INTO fires VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(f.fire_id, f.rule_id, f.user_id, f.occurrence, f.outcome, f.reason,
+                       f.variant, f.event_id, f.tick_at, f.eval_at, f.content_hash, f.git_commit)
+                      for f in records])
+
+
+def insert_consent_uses(conn: Any, rows: Sequence[tuple[str, str, int, str]]) -> None:
+    conn.executemany("INSERT OR IGNORE INTO consent_used VALUES (?, ?, ?, ?)", rows)
+
+
+def reserve_coupons(conn: Any, rows: Sequence[tuple[str, str, int]]) -> None:
+    conn.executemany("INSERT OR IGNORE INTO coupon_reserved VALUES (?, ?, ?)", rows)
