@@ -16,7 +16,7 @@ from .errors import CannotRun
 from .lang import typed as t
 from .lang.to_python import Ctx, EventRow, compile_value
 from .lang.values import days_to_date
-from .plan import Decision, Snapshot, _uses_rfm, decide, plan_rule, window_start
+from .plan import Decision, Snapshot, _uses_rfm, decide, window_start
 from .project import Project
 from .rules.model import Condition, Rule
 from .store import Store
@@ -173,9 +173,15 @@ def explain(project: Project, store: Store, rule_id: str, user_id: str,
 
 
 def _decision(snap: Snapshot, rule: Rule, user_id: str) -> tuple[str, str, str | None]:
-    rp = plan_rule(snap, rule)
-    mine: list[Decision] = [d for d in rp.decisions if d.user_id == user_id]
+    """The decision `plan` makes (policy included) for this user."""
+    from .plan import plan
+
+    result = plan(snap.project, snap.store, from_micros(snap.T, snap.project.config.tz),
+                  [rule.id])
+    mine: list[Decision] = [d for d in result.rules[0].decisions if d.user_id == user_id]
     if not mine:
+        if rule.trigger.kind != "schedule" and rule.trigger.kind != "every":
+            return "not matched", "no_occurrence_due", None
         return "not matched", "not_in_audience", None
     d = mine[-1]
     return d.outcome, d.reason or "", d.variant

@@ -65,13 +65,32 @@ def engine_command() -> list[str]:
     return [sys.executable, "-c", "import cli; cli.main()"]
 
 
-@pytest.fixture
+def run(*args: str, cwd: Path | str) -> subprocess.CompletedProcess[str]:
+    """Run the real `engine` command in a subprocess, as an operator or CI would."""
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"}
+    env.pop("ENGINE_DEBUG", None)
+    env.pop("ENGINE_PROJECT", None)
+    return subprocess.run([*engine_command(), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, encoding="utf-8", timeout=60, check=False)
+
+
+@pytest.fixture(scope="session")
 def run_engine() -> Runner:
-    """Run the real `engine` command in a subprocess: run_engine("validate", cwd=...)."""
-    def run(*args: str, cwd: Path | str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"}
-        env.pop("ENGINE_DEBUG", None)
-        env.pop("ENGINE_PROJECT", None)
-        return subprocess.run([*engine_command(), *args], cwd=cwd, env=env, capture_output=True,
-                              text=True, encoding="utf-8", timeout=60, check=False)
+    """run_engine("validate", "--format", "json", cwd=project)"""
     return run
+
+
+# -- the fake WeChat server (tests/fake_wechat.py) -------------------------------------------------
+from typing import Iterator  # noqa: E402  (kept with the fixture that uses it)
+
+from fake_wechat import FakeWeChat, load_templates, merchant_key  # noqa: E402
+
+
+@pytest.fixture
+def fake_wechat() -> Iterator[FakeWeChat]:
+    """A running fake WeChat / WeCom / SMS / webhook server on 127.0.0.1 (a random port) that
+    knows the example project's templates and trusts `merchant_key()` for coupon signatures;
+    `fake.env()` and `fake.options(kind)` configure channels against it. Stopped after the test."""
+    with FakeWeChat(templates=load_templates(REPO / "templates.yaml")) as fake:
+        fake.trust_merchant_key(merchant_key()[1])
+        yield fake

@@ -137,8 +137,8 @@ def test_error_offset_counts_leading_space() -> None:
 
 # -- slots ----------------------------------------------------------------------------------------
 
-def at(tz: ZoneInfo, *args: int) -> datetime:
-    return datetime(*args, tzinfo=tz)
+def at(tz: ZoneInfo, y: int, mo: int, d: int, h: int = 0, mi: int = 0, sec: int = 0) -> datetime:
+    return datetime(y, mo, d, h, mi, sec, tzinfo=tz)
 
 
 def test_slots_are_after_exclusive_until_inclusive_in_the_project_timezone() -> None:

@@ -324,3 +324,16 @@ def test_parse_timestamp_agrees_with_the_fast_path() -> None:
         assert conv(text, False) == to_micros(parse_timestamp(text, tz)), text
     assert conv("2026-11-20T10:00:07+00:00", False) == to_micros(
         datetime(2026, 11, 20, 10, 0, 7, tzinfo=timezone.utc))
+
+
+def test_every_reject_code_is_documented() -> None:
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    source = "".join(p.read_text(encoding="utf-8")
+                     for p in (root / "engine" / "ingest").glob("*.py"))
+    codes = set(re.findall(r'Bad\("([A-Z_]+)"', source)) | set(
+        re.findall(r'"(BAD_JSON|NOT_IN_ENUM|BAD_VALUE)"', source))
+    docs = (root / "docs" / "data.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", docs, flags=re.M))
+    assert codes and codes == documented

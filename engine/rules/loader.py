@@ -218,6 +218,10 @@ def build_trigger(raw: Any, b: _Builder) -> Trigger | None:
             b.err("COND_TYPE", f"`{text}` is {field_.type}; a date trigger needs a timestamp "
                   "or date attribute", at + ("date",))
             return None
+        if raw.get("annual") is True and str(field_.type) != "date":
+            b.err("COND_TYPE", f"`annual: true` needs a date attribute; `{text}` is a "
+                  "timestamp", at + ("annual",), key=True,
+                  hint="declare it as `type: date` (a birthday), or drop `annual`")
         before = b.duration(raw.get("before"), at + ("before",))
         after = b.duration(raw.get("after"), at + ("after",))
         if before and after:
