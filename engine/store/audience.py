@@ -61,8 +61,10 @@ class Compiler:
         self.params: list[Any] = []
         self.offset = fixed_offset_us(env.tz)
         self.needs_rfm = False
+        self.rfm_strict = False
         self.needs_activity = False
         self.has_signup = False
+        self.strict: set[int] = set()
 
     def bind(self, value: Any) -> str:
         self.params.append(value)
@@ -115,6 +117,7 @@ class Compiler:
             return self.date_days_sql(sql) if n.type == t.DATE else sql
         if isinstance(n, t.TRfm):
             self.needs_rfm = True
+            self.rfm_strict = self.rfm_strict or id(n) in self.strict
             return f"rfm.{SQLITE.ident(n.name)}"
         if isinstance(n, t.TLifecycle):
             return self.lifecycle()
@@ -187,7 +190,8 @@ class Compiler:
                               "WITHOUT ROWID")
         self.q.prelude.append(f"INSERT INTO {name} SELECT e.user_id, {value} FROM events e "
                               f"WHERE {cond} GROUP BY e.user_id")
-        self.q.joins.append(f"LEFT JOIN {name} ON {name}.user_id = u.user_id")
+        join = "JOIN" if id(n) in self.strict else "LEFT JOIN"
+        self.q.joins.append(f"{join} {name} ON {name}.user_id = u.user_id")
         self.q.cleanup.append(f"DROP TABLE IF EXISTS {name}")
         if n.func in ("count", "sum", "days_with"):
             return f"COALESCE({name}.v, 0)"
@@ -294,11 +298,13 @@ class Compiler:
     # -- assembling the statement --------------------------------------------------------------
     def select(self, cond: t.TExpr, has_signup: bool) -> str:
         self.has_signup = has_signup
+        self.strict = strict_refs(cond)
         where = self.expr(cond)
         joins = list(self.q.joins)
         if self.needs_rfm:
             assert self.env.rfm_table is not None, "RFM was not materialised"
-            joins.append(f"LEFT JOIN {self.env.rfm_table} rfm ON rfm.user_id = u.user_id")
+            join = "JOIN" if self.rfm_strict else "LEFT JOIN"
+            joins.append(f"{join} {self.env.rfm_table} rfm ON rfm.user_id = u.user_id")
         if self.needs_activity:
             assert self.env.activity_table is not None, "activity was not materialised"
             joins.append(f"LEFT JOIN {self.env.activity_table} act ON act.user_id = u.user_id")
@@ -308,6 +314,37 @@ class Compiler:
         """Execute with the numbered parameters the statement uses (?1 .. ?max)."""
         used = [int(m) for m in _PARAM.findall(sql)]
         return conn.execute(sql, self.params[:max(used, default=0)])
+
+
+_COALESCED = ("count", "sum", "exists", "days_with", "streak")
+
+
+def strict_refs(cond: t.TExpr) -> set[int]:
+    """Aggregates and RFM fields that must be non-null for the condition to be TRUE.
+
+    A top-level conjunct such as `days_since(last(order_paid)) >= 7` is unknown for a user
+    with no order, so that user can never match: the aggregate's table can be INNER-joined,
+    and SQLite then drives the query from the (small) aggregate instead of every user."""
+    out: set[int] = set()
+    conjuncts = cond.items if isinstance(cond, t.TAnd) else (cond,)
+    for c in conjuncts:
+        if isinstance(c, (t.TCompare, t.TStr)) or (
+                isinstance(c, t.TIn) and isinstance(c.container, t.TList) and c.container.items):
+            # (`null in []` is false and `null not in []` true: only non-empty lists reject)
+            stack: list[t.TExpr] = list(t.tchildren(c))
+            while stack:
+                n = stack.pop()
+                if isinstance(n, t.TAgg):
+                    if n.func not in _COALESCED:
+                        out.add(id(n))
+                    continue
+                if isinstance(n, t.TRfm):
+                    out.add(id(n))
+                    continue
+                if isinstance(n, (t.TArith, t.TNeg)) or (isinstance(n, t.TCall)
+                                                          and n.func != "coalesce"):
+                    stack.extend(t.tchildren(n))
+    return out
 
 
 def _floordiv(a: str, unit: int) -> str:
