@@ -26,7 +26,6 @@ STATE_TABLES = (
            user_id TEXT NOT NULL,
            entered_at INTEGER NOT NULL,
            PRIMARY KEY (rule_id, user_id)) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS events_type_ts ON events(type_id, ts)",
 )
 
 

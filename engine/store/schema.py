@@ -23,6 +23,13 @@ EVENTS_INDEX = "events_type_user_ts"
 EVENTS_INDEX_SQL = (f"CREATE INDEX IF NOT EXISTS {EVENTS_INDEX} "
                     "ON events(type_id, user_id, ts, amount_fen)")
 
+def _state_tables() -> list[str]:
+    from .ledger import LEDGER_TABLES
+    from .queries import STATE_TABLES
+
+    return [sql for sql in (*STATE_TABLES, *LEDGER_TABLES) if "events_type_ts" not in sql]
+
+
 ENGINE_MIGRATIONS: Sequence[tuple[str, Sequence[str]]] = (
     ("0001 base tables", (
         """CREATE TABLE event_types (
@@ -49,6 +56,13 @@ ENGINE_MIGRATIONS: Sequence[tuple[str, Sequence[str]]] = (
                props TEXT) WITHOUT ROWID""",
         EVENTS_INDEX_SQL,
     )),
+    ("0002 indexes for rule evaluation", (
+        # point facts for one user (explain, event triggers): every event of a user by time
+        "CREATE INDEX IF NOT EXISTS events_user_ts ON events(user_id, ts)",
+        # due-time index for event triggers: the events of one type in (last tick, T]
+        "CREATE INDEX IF NOT EXISTS events_type_ts ON events(type_id, ts)",
+    )),
+    ("0003 rule state and delivery ledger", tuple(_state_tables())),
 )
 
 
