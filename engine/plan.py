@@ -113,6 +113,15 @@ class Snapshot:
                                            self.project.config.purchase_event)
         return self._rfm
 
+    _activity: str | None = None
+
+    def activity_table(self) -> str:
+        """First and last activity of every user before T, once per snapshot (lifecycle)."""
+        if self._activity is None:
+            from .store.audience import materialise_activity
+            self._activity = materialise_activity(self.conn, self.T)
+        return self._activity
+
     def facts(self, user_id: str, needs_rfm: bool) -> StoredFacts:
         key = user_id
         if key not in self._facts:
@@ -150,7 +159,10 @@ class Occurrence:
 
 def scheduled_matches(snap: Snapshot, rule: Rule, slot: int) -> list[Occurrence]:
     """Audience of a schedule/every rule at T, selected in SQL."""
-    env = Env(snap.T, snap.project.config.tz, snap.store.type_ids, lifecycle=_lc_tuple(snap))
+    uses_lc = any(isinstance(n, t.TLifecycle) for c in (rule.audience, rule.unless)
+                  if c is not None for n in t.walk(c.expr))
+    env = Env(snap.T, snap.project.config.tz, snap.store.type_ids, lifecycle=_lc_tuple(snap),
+              activity_table=snap.activity_table() if uses_lc else None)
     has_signup = _has_signup(snap)
     if rule.audience is not None:
         users = select_users(snap.conn, rule.audience.expr, env, has_signup, snap.rfm_table)
@@ -159,7 +171,8 @@ def scheduled_matches(snap: Snapshot, rule: Rule, slot: int) -> list[Occurrence]
     if rule.unless is not None and users:
         excluded = set(select_users(snap.conn, rule.unless.expr,
                                     Env(snap.T, snap.project.config.tz, snap.store.type_ids,
-                                        rfm_table=env.rfm_table, lifecycle=_lc_tuple(snap)),
+                                        rfm_table=env.rfm_table, lifecycle=_lc_tuple(snap),
+                                        activity_table=env.activity_table),
                                     has_signup, snap.rfm_table))
         users = [u for u in users if u not in excluded]
     key = from_micros(slot, snap.project.config.tz).isoformat()

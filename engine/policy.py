@@ -94,7 +94,8 @@ class Policy:
         self.rule_counts: dict[str, int] = {}
         self.cap_counts: dict[int, dict[str, int]] = {}
         self.consent: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
-        self.present: dict[str, set[str]] = {}
+        self.absent: dict[str, set[str]] = {}
+        self.consent_ready = False
 
     def load(self, rule: Rule, users: Sequence[str]) -> None:
         ledger.load_candidates(self.conn, users)
@@ -107,20 +108,24 @@ class Policy:
                     self.cap_counts[i] = ledger.bulk_caps(self.conn, self.T - cap.per // US,
                                                           cap.category, cap.channel)
         self.consent = {}
-        self.present = {}
+        self.absent = {}
         type_id = self.snap.store.type_ids.get("subscribe_authorized")
         for a in rule.all_actions():
             if not isinstance(a, MessageAction):
                 continue
+            if a.template and not self.consent_ready:
+                ledger.materialise_consent(self.conn, type_id, self.T)
+                self.consent_ready = True
             if a.template and a.template not in self.consent:
                 self.consent[a.template] = ledger.bulk_consent(self.conn, type_id, a.template,
                                                                self.T)
             for name in (a.channel, *a.fallback):
-                if name not in self.present:
+                if name not in self.absent:
                     attr = self.recipient_attr(name)
-                    if attr is not None:
-                        self.present[name] = (ledger.bulk_present(self.conn, attr)
-                                              if attr in self.project.datamodel.user else set())
+                    if attr is not None and attr in self.project.datamodel.user:
+                        self.absent[name] = ledger.bulk_absent(self.conn, attr)
+                    elif attr is not None:
+                        self.absent[name] = set(users)
 
     def recipient_attr(self, channel: str) -> str | None:
         from .outbox import RECIPIENT_FIELDS
@@ -157,7 +162,7 @@ class Policy:
             ch = self.project.config.channels.get(name)
             if ch is None:
                 continue
-            if name in self.present and user_id not in self.present[name]:
+            if user_id in self.absent.get(name, ()):
                 continue  # no openid / phone / WeCom id to send to
             if ch.kind != "wechat_subscribe":
                 return name

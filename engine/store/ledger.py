@@ -355,7 +355,8 @@ def load_candidates(conn: Any, user_ids: Iterable[str]) -> None:
     conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {CANDIDATES} (user_id TEXT PRIMARY KEY) "
                  "WITHOUT ROWID")
     conn.execute(f"DELETE FROM {CANDIDATES}")
-    conn.executemany(f"INSERT OR IGNORE INTO {CANDIDATES} VALUES (?)", ((u,) for u in user_ids))
+    conn.execute(f"INSERT OR IGNORE INTO {CANDIDATES} SELECT value FROM json_each(?)",
+                 (orjson.dumps(list(user_ids)).decode(),))
 
 
 def bulk_rule_fires(conn: Any, rule_id: str, since: int) -> dict[str, int]:
@@ -382,20 +383,37 @@ def bulk_caps(conn: Any, since: int, category: str | None, channel: str | None) 
     return dict(conn.execute(sql + " GROUP BY l.user_id", params))
 
 
+CONSENT = "zl_consent_granted"
+
+
+def materialise_consent(conn: Any, type_id: int | None, before: int) -> None:
+    """Accepts per (template, user) before T, after the user's quota was last zeroed (WeChat
+    43101): one pass over the subscribe_authorized events for the whole tick."""
+    conn.execute(f"DROP TABLE IF EXISTS {CONSENT}")
+    conn.execute(f"CREATE TEMP TABLE {CONSENT} (template TEXT, user_id TEXT, n INTEGER, "
+                 "PRIMARY KEY (template, user_id)) WITHOUT ROWID")
+    if type_id is None:
+        return
+    tpl = "json_extract(e.props, '$.template')"
+    if has_ledger(conn):
+        conn.execute(f"INSERT INTO {CONSENT} SELECT {tpl}, e.user_id, COUNT(*) FROM events e "
+                     f"LEFT JOIN consent_zeroed z ON z.user_id = e.user_id AND z.template = {tpl} "
+                     "WHERE e.type_id = ? AND e.ts < ? AND (z.at IS NULL OR e.ts > z.at) "
+                     f"AND {tpl} IS NOT NULL GROUP BY 1, 2", (type_id, before))
+    else:
+        conn.execute(f"INSERT INTO {CONSENT} SELECT {tpl}, e.user_id, COUNT(*) FROM events e "
+                     f"WHERE e.type_id = ? AND e.ts < ? AND {tpl} IS NOT NULL GROUP BY 1, 2",
+                     (type_id, before))
+
+
 def bulk_consent(conn: Any, type_id: int | None, template: str, before: int
                  ) -> tuple[dict[str, int], dict[str, int]]:
-    """(accepts, sends) per candidate user for a template, counting only what happened after
-    the user's quota was last zeroed (WeChat 43101)."""
+    """(accepts, sends) per candidate user for a template (see materialise_consent)."""
     if type_id is None:
         return {}, {}
-    zero = ("LEFT JOIN consent_zeroed z ON z.user_id = c.user_id AND z.template = ?"
-            if has_ledger(conn) else "")
-    after = "AND (z.at IS NULL OR e.ts > z.at)" if zero else ""
-    params: list[Any] = ([template] if zero else []) + [type_id, before, template]
     granted = dict(conn.execute(
-        f"SELECT c.user_id, COUNT(*) FROM {CANDIDATES} c {zero} JOIN events e "
-        f"ON e.user_id = c.user_id WHERE e.type_id = ? AND e.ts < ? {after} "
-        "AND json_extract(e.props, '$.template') = ? GROUP BY c.user_id", params))
+        f"SELECT g.user_id, g.n FROM {CANDIDATES} c JOIN {CONSENT} g ON g.template = ? AND "
+        "g.user_id = c.user_id", (template,)))
     if not has_ledger(conn):
         return granted, {}
     used = dict(conn.execute(
@@ -406,14 +424,14 @@ def bulk_consent(conn: Any, type_id: int | None, template: str, before: int
     return granted, used
 
 
-def bulk_present(conn: Any, attr: str) -> set[str]:
-    """Candidates whose attribute (openid, phone ...) is set."""
+def bulk_absent(conn: Any, attr: str) -> set[str]:
+    """Candidates whose attribute (openid, phone ...) is NOT set (usually the few)."""
     from .dialect import SQLITE
 
     col = SQLITE.ident(attr)
     return {u for (u,) in conn.execute(
-        f"SELECT u.user_id FROM users u JOIN {CANDIDATES} c ON c.user_id = u.user_id "
-        f"WHERE u.{col} IS NOT NULL AND u.{col} != ''")}
+        f"SELECT c.user_id FROM {CANDIDATES} c LEFT JOIN users u ON u.user_id = c.user_id "
+        f"WHERE u.{col} IS NULL OR u.{col} = ''")}
 
 
 def existing_fires(conn: Any, fire_ids: Sequence[str]) -> set[str]:
