@@ -269,6 +269,46 @@ def deliver(project: str | None, db: str | None, at: str | None, fmt: str) -> No
                "".join(f"\nwaiting: channel {k} unavailable ({v})" for k, v in missing.items()))
 
 
+@cli.command()
+@project_option
+@db_option
+@click.option("--http", "http", default=None, metavar="HOST:PORT",
+              help="Serve POST /events, GET /healthz and GET /metrics here (e.g. "
+                   "127.0.0.1:8700; a bare port binds to loopback).")
+@click.option("--event-interval", default="2s", show_default=True, metavar="DURATION",
+              help="How often event, date and coupon_expiring rules tick.")
+@click.option("--event-lag", default="2s", show_default=True, metavar="DURATION",
+              help="Event ticks evaluate at now minus this, so events stored up to this late "
+                   "still trigger rules.")
+@click.option("--deliver-interval", default="2s", show_default=True, metavar="DURATION",
+              help="How often the outbox is processed (also right after a tick queues items).")
+@click.option("--reload-interval", default="2s", show_default=True, metavar="DURATION",
+              help="How often the project files are checked for changes (0: only on SIGHUP).")
+@click.option("--lease-timeout", default="30s", show_default=True, metavar="DURATION",
+              help="A lease without a heartbeat this long is taken over by a new daemon.")
+@click.option("--shutdown-grace", default="10s", show_default=True, metavar="DURATION",
+              help="On SIGTERM/SIGINT, how long in-flight work may take before it is abandoned.")
+@click.option("--catch-up-grace", default="12h", show_default=True, metavar="DURATION",
+              help="After downtime, a missed slot older than this is skipped, not caught up.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True, help="Least severe JSON log lines to write.")
+def daemon(project: str | None, db: str | None, http: str | None, event_interval: str,
+           event_lag: str, deliver_interval: str, reload_interval: str, lease_timeout: str,
+           shutdown_grace: str, catch_up_grace: str, log_level: str) -> None:
+    """Run the rules continuously: schedules, events, delivery, reloads (see docs/daemon.md).
+
+    Logs are JSON lines on standard error. SIGHUP reloads the rules, SIGTERM/SIGINT stop.
+    Exit 0 after a clean stop, 1 the project has errors, 2 could not run (e.g. another daemon
+    holds the database).
+    """
+    from engine.daemon import Daemon, DaemonOptions
+
+    options = DaemonOptions.parse(http, event_interval, event_lag, deliver_interval,
+                                  reload_interval, lease_timeout, shutdown_grace,
+                                  catch_up_grace, log_level=log_level)
+    sys.exit(Daemon(project, db, options).run())
+
+
 class _NoBar:
     def __enter__(self) -> "_NoBar":
         return self

@@ -72,6 +72,8 @@ def main() -> None:
     print()
     print(f"{n_users} users, {n_events} events, {buyers} buyers at {AT}; database "
           f"{db.stat().st_size / 2**30:.2f} GiB")
+    print(f"load average after the run: {os.getloadavg()[0]:.2f} (other jobs on the machine "
+          "slow every step; see docs/benchmarks.md)")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, SQLite {__import__('sqlite3').sqlite_version}")
     print()

@@ -30,6 +30,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     # literals in config and rules
     "BAD_DURATION": (E, "a duration does not parse (use 30s, 15m, 2h, 1h30m, 7d, 2w)"),
     "BAD_CRON": (E, "a cron schedule does not parse"),
+    "SHORT_EVERY": (W, "an `every:` schedule is shorter than a minute (meant for tests)"),
     "BAD_TIME": (E, "a clock time is not HH:MM"),
     "BAD_TIMEZONE": (E, "an unknown IANA timezone"),
     "BAD_PERCENT": (E, "a percentage is not between 0% and 100%"),

@@ -232,10 +232,16 @@ class Deliverer:
             ledger.abandon_later_steps(self.conn, item.fire_id, item.step, self.T, reason)
         self.report.add("failed")
 
-    def run(self, max_rounds: int = 100) -> DeliveryReport:
-        """Deliver every item whose time has come; steps unlocked by this run go too."""
+    def run(self, max_rounds: int = 100, limit: int = 10_000,
+            stop: Callable[[], bool] | None = None) -> DeliveryReport:
+        """Deliver every item whose time has come; steps unlocked by this run go too.
+
+        `limit` bounds the items marked `sending` at once; `stop` is asked between batches
+        (the daemon's shutdown), so an interrupted run leaves few items in flight."""
         for _ in range(max_rounds):
-            items = [i for i in ledger.ready_items(self.conn, self.T)
+            if stop is not None and stop():
+                break
+            items = [i for i in ledger.ready_items(self.conn, self.T, limit)
                      if not i.channel or i.channel in self.channels]
             if not items:  # items for channels that are not available wait, nothing is lost
                 break
@@ -292,7 +298,8 @@ def _send_group(channel: Channel, group: list[tuple[ledger.Item, SendRequest]]
 
 
 def deliver(project: Project, store: Store, channels: Mapping[str, Channel],
-            at: datetime) -> DeliveryReport:
+            at: datetime, *, batch: int = 10_000, max_rounds: int = 100,
+            stop: Callable[[], bool] | None = None) -> DeliveryReport:
     with store.transaction():
         ledger.ensure_ledger(store.conn)
         back, unknown = ledger.recover_interrupted(store.conn, set(), to_micros(at))
@@ -301,7 +308,7 @@ def deliver(project: Project, store: Store, channels: Mapping[str, Channel],
         d.report.counts["recovered_pending"] += back
     if unknown:
         d.report.counts["recovered_unknown"] += unknown
-    return d.run()
+    return d.run(max_rounds, batch, stop)
 
 
 Clock = Callable[[], datetime]

@@ -56,6 +56,20 @@ def due_slot(trigger: Trigger, T: datetime, last_tick: datetime | None, grace: t
     return None
 
 
+def next_slot(trigger: Trigger, after: datetime, tz: tzinfo,
+              horizon: timedelta = timedelta(days=8 * 366)) -> datetime | None:
+    """The first slot strictly after `after` (None: no slot within `horizon`, or not a
+    scheduled trigger). The daemon's scheduler wakes up at these instants."""
+    if trigger.kind == "schedule" and trigger.cron is not None:
+        found = trigger.cron.slots(after, after + horizon, tz, limit=1)  # type: ignore[arg-type]
+        return found[0] if found else None
+    if trigger.kind == "every" and trigger.every is not None:
+        step = trigger.every // timedelta(microseconds=1)
+        origin = to_micros(datetime(1970, 1, 1, tzinfo=tz))
+        return from_micros(origin + ((to_micros(after) - origin) // step + 1) * step, tz)
+    return None
+
+
 def is_scheduled(rule: Rule) -> bool:
     return rule.trigger.kind in ("schedule", "every")
 

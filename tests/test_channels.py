@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
@@ -26,6 +27,7 @@ import pytest
 from engine.channels import FAILED, RETRY, SENT, UNKNOWN, Channel, SendRequest, SendResult, \
     build_channel
 from engine.channels.access_token import TokenCache
+from engine.channels.transport import mask
 from engine.config import Channel as ChannelConfig
 from engine.errors import CannotRun
 
@@ -313,7 +315,7 @@ def test_a_burst_of_rejections_costs_one_forced_refresh(subscribe: Rig) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert [r.status for r in results] == [SENT] * 8
+    assert [r.status for r in results] == [SENT] * 8, results
     assert subscribe.fake.token_calls["stable_token_forced"] == 1
 
 
@@ -374,13 +376,39 @@ def test_the_fake_checks_template_and_keyword_values(subscribe: Rig) -> None:
     assert subscribe.channel.send(example).status == SENT  # the example project's templates
 
 
-def test_access_token_is_masked_in_http_logs(subscribe: Rig,
-                                             caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="httpx")
-    subscribe.channel.send(subscribe.request())
-    lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
-    assert any("access_token=***" in line for line in lines), lines
-    assert not any(t in line for t in subscribe.fake.issued for line in lines)
+def test_connections_are_kept_alive_and_stale_ones_never_cost_a_message(subscribe: Rig) -> None:
+    for _ in range(5):
+        assert subscribe.channel.send(subscribe.request()).status == SENT
+    assert subscribe.fake.connections_opened == 1  # one keep-alive connection, reused
+    subscribe.fake.close_connections()  # the server drops idle connections
+    time.sleep(0.05)
+    result = subscribe.channel.send(subscribe.request())
+    assert result.status == SENT, result  # not `unknown`: a closed idle connection is not reused
+    assert subscribe.fake.connections_opened == 2
+
+
+def test_connection_dropped_after_the_request_is_unknown(subscribe: Rig) -> None:
+    subscribe.fake.fault("subscribe", "drop")
+    result = subscribe.channel.send(subscribe.request())
+    assert (result.status, result.code) == (UNKNOWN, "connection_lost")
+    assert subscribe.channel.send(subscribe.request()).status == SENT
+
+
+def test_tls_to_a_server_that_does_not_speak_it_is_a_connect_retry(
+        fake_wechat: fw.FakeWeChat) -> None:
+    opts = {**fake_wechat.options("sms"), "base_url": fake_wechat.url.replace("http:", "https:")}
+    channel = build_channel(ChannelConfig("sms", "sms", opts), fake_wechat.env(),
+                            connect_timeout=1.0)
+    result = channel.send(SendRequest("t-1", "sms", "message", "u1", "+8613800000000",
+                                      {"text": "hi"}))
+    assert (result.status, result.code) == (RETRY, "connect")
+    assert fake_wechat.accepted == []
+    channel.close()
+
+
+def test_mask_removes_secrets_and_tokens() -> None:
+    text = "POST /send?access_token=ACCESS_abc123&x=1 with secret hunter22 failed"
+    assert mask(text, ["hunter22"]) == "POST /send?access_token=***&x=1 with secret *** failed"
 
 
 def test_the_fake_reports_duplicate_acceptances(subscribe: Rig) -> None:

@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+import tempfile
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from engine.errors import CannotRun
-from engine.ingest import read
+from engine.ingest import ingest, read
+from engine.store import open_store
 from engine.timeutil import parse_timestamp, to_micros
 from store_helpers import (T0, make_project, read_rejects, run_cli, run_ingest, store_of,
                            write_jsonl)
@@ -337,3 +343,97 @@ def test_every_reject_code_is_documented() -> None:
     docs = (root / "docs" / "data.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", docs, flags=re.M))
     assert codes and codes == documented
+
+
+def test_rows_of_one_user_apply_in_file_order(project, tmp_path: Path) -> None:
+    rows = [{"user_id": "u1", "tier": "gold", "city": "上海", "tags": ["a"]},
+            {"user_id": "u1", "tier": "silver"},
+            {"user_id": "u1", "tier": "black_gold", "city": "北京", "tags": ["b"]},
+            {"user_id": "u2", "tier": "gold"}]
+    f = write_jsonl(tmp_path / "u.jsonl", rows)
+    run_ingest(project, "users", f)  # u1 is new: inserted, then updated twice
+    run_ingest(project, "users", write_jsonl(tmp_path / "v.jsonl", rows[1:3] + [rows[1]]))
+    with store_of(project) as store:
+        u1, u2 = store.user("u1"), store.user("u2")
+        assert u1 is not None and u2 is not None
+        assert (u1["tier"], u1["city"], json.loads(u1["tags"])) == ("silver", "北京", ["b"])
+        assert u2["tier"] == "gold" and u2["city"] is None
+        assert store.list_items("tags") == [("b", "u1")]
+
+
+def test_engine_db_environment_variable_chooses_the_database(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    make_project(tmp_path / "p")
+    db = tmp_path / "from-env.db"
+    monkeypatch.setenv("ENGINE_DB", str(db))
+    good = write_jsonl(tmp_path / "good.jsonl", [GOOD])
+    code, _ = run_cli(["ingest", "events", "--project", str(tmp_path / "p"), str(good)])
+    assert code == 0 and db.is_file() and not (tmp_path / "p" / "engine.db").exists()
+
+
+# ---- property: whatever valid rows go in come back in storage form ---------------------------
+_ROUND: dict[str, object] = {}
+
+
+def _shared_project():  # type: ignore[no-untyped-def]
+    if "p" not in _ROUND:
+        _ROUND["dir"] = tempfile.TemporaryDirectory()
+        _ROUND["p"] = make_project(Path(_ROUND["dir"].name) / "p")  # type: ignore[attr-defined]
+    return _ROUND["p"]
+
+
+instants = st.integers(1_700_000_000, 1_900_000_000)  # seconds since the epoch
+offsets = st.sampled_from([None, "Z", "+08:00", "-05:30", "+00:00"])
+fen = st.integers(-10**9, 10**9)
+event_rows = st.tuples(
+    st.text("abcxyz0189_-", min_size=1, max_size=6),                 # user_id
+    st.sampled_from(["order_paid", "checkin", "share", "price_drop"]),
+    instants, offsets, st.one_of(st.none(), fen), st.booleans(),       # ts, offset, amount, as str
+    st.sampled_from(["friend", "group", "moments"]), fen, fen,
+    st.text(min_size=0, max_size=8))                                  # item name (any unicode)
+
+
+def _ts_text(secs: int, offset: str | None) -> str:
+    tz = {None: 8, "Z": 0, "+08:00": 8, "-05:30": -5.5, "+00:00": 0}[offset]
+    local = datetime.fromtimestamp(secs, timezone.utc) + timedelta(hours=tz)
+    return local.strftime("%Y-%m-%dT%H:%M:%S") + ("" if offset is None else offset)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(event_rows, min_size=1, max_size=25))
+def test_ingested_events_round_trip(rows: list[tuple]) -> None:  # type: ignore[type-arg]
+    project = _shared_project()
+    lines, expected = [], {}
+    for i, (uid, typ, secs, off, amount, as_str, target, new, old, name) in enumerate(rows):
+        row: dict[str, object] = {"event_id": f"e{i}", "user_id": uid, "type": typ,
+                                  "ts": _ts_text(secs, off)}
+        props: dict[str, object] = {}
+        if amount is not None:
+            yuan = Decimal(amount) / 100
+            row["amount"] = str(yuan) if as_str else float(yuan)
+        if typ == "share":
+            props = {"target": target}
+        elif typ == "price_drop":
+            props = {"new_price": str(Decimal(new) / 100), "old_price": float(Decimal(old) / 100),
+                     "item_name": name}
+        elif typ == "order_paid":
+            props = {"items": new % 7, "order_id": name}
+        if props:
+            row["props"] = props
+        lines.append(row)
+        stored = dict(props)
+        if typ == "price_drop":
+            stored.update(new_price=new, old_price=old)
+        expected[f"e{i}"] = (uid, typ, secs * 1_000_000, amount, stored)
+    with tempfile.TemporaryDirectory() as d:
+        f = write_jsonl(Path(d) / "e.jsonl", lines)
+        result = ingest_db(project, f, Path(d) / "t.db")
+        assert result.total("rejected") == 0, result.shown_rejects
+        with open_store(Path(d) / "t.db", project.datamodel) as store:
+            got = {e["event_id"]: (e["user_id"], e["type"], e["ts"], e["amount_fen"], e["props"])
+                   for e in store.events()}
+    assert got == expected
+
+
+def ingest_db(project, f: Path, db: Path):  # type: ignore[no-untyped-def]
+    return ingest(project, "events", [str(f)], db=str(db), workers=0)

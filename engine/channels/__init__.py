@@ -4,7 +4,7 @@
 read from `env` (the environment variables named by the `*_env` options) and nothing else; a
 missing variable is a `CannotRun` naming it. Keyword arguments are passed to the channel:
 `stream=` (console), `connect_timeout=` / `read_timeout=` seconds, `concurrency=`, `clock=`.
-Provider modules are imported on first use, so commands that never send do not load httpx.
+Provider modules are imported on first use, so commands that never send load none of them.
 """
 from __future__ import annotations
 

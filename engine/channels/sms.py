@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import httpx
 import orjson
 
 from ..config import Channel as ChannelConfig
 from .base import FAILED, RETRY, SENT, SendRequest, SendResult
-from .transport import env_secret, http_status_result, make_client, mask, post, required
+from .transport import env_secret, http_status_result, make_http, mask, post, \
+    required
 
 TRANSIENT = frozenset({"RATE_LIMITED", "SYSTEM_BUSY"})
 
@@ -39,8 +39,7 @@ class SmsChannel:
         self.base_url = required(config, "base_url", "the SMS gateway's URL").rstrip("/")
         self.sign_name = str(config.options.get("sign_name") or "")
         self._key = env_secret(config, env, "secret_env", "the SMS gateway API key")
-        self._client: httpx.Client = make_client(config, kw)
-        self._url = self.base_url + "/v1/sms/send"
+        self._http = make_http(config, kw, self.base_url)
 
     def __repr__(self) -> str:
         return f"SmsChannel(name={self.name!r}, base_url={self.base_url!r})"
@@ -53,7 +52,7 @@ class SmsChannel:
             return SendResult(FAILED, "bad_payload", "an SMS needs `text`")
         body = orjson.dumps({"phone": request.recipient, "sign_name": self.sign_name,
                              "text": str(text), "client_ref": request.item_id})
-        out = post(self._client, self._url, content=body, idempotent=False, secrets=(self._key,),
+        out = post(self._http, "/v1/sms/send", content=body, idempotent=False, secrets=(self._key,),
                    headers={"Content-Type": "application/json",
                             "Authorization": f"Bearer {self._key}",
                             "X-Zailai-Item-Id": request.item_id})
@@ -72,4 +71,4 @@ class SmsChannel:
         return SendResult(FAILED, code, detail)
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()

@@ -1,68 +1,42 @@
-"""HTTP plumbing shared by the channels.
+"""What every HTTP channel shares: secrets, timeouts, the connection pool, result mapping.
 
 - secrets come only from the environment variables that `engine.yaml` names (`*_env` options);
   a missing one is a `CannotRun` that names the variable, never the value;
 - every request has bounded timeouts, connect and read separately (`connect_timeout`,
   `timeout`);
-- one pooled `httpx.Client` per channel, shared by every thread that sends through it;
+- one pool of keep-alive connections per channel (`wire.Http`), shared by the sending threads;
 - transport failures map to send statuses by what they prove: a request that never left
   (connect refused or timed out, write failed) is `retry`; one that left but got no answer
   (read timeout, connection dropped) is `unknown`, or `retry` for idempotent channels.
 
-Access tokens travel in query strings (`access_token=`, WeCom's `corpsecret=`); a filter on
-the `httpx` logger masks them, so turning on request logging never writes a secret.
+Nothing here logs. Result details are passed through `mask`, which removes the channel's
+secrets and any `access_token=` value, before they leave a channel.
 """
 from __future__ import annotations
 
-import logging
 import re
-import ssl
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
-import httpx
 import orjson
 
 from ..config import Channel as ChannelConfig
 from ..durations import BadLiteral, parse_duration
 from ..errors import CannotRun
 from .base import FAILED, RETRY, UNKNOWN, SendResult
+from .wire import BadEndpoint, BadRequest, Endpoint, Http, NoAnswer, NotSent
 
 DEFAULT_CONNECT_TIMEOUT = 3.0
 DEFAULT_READ_TIMEOUT = 10.0
 DEFAULT_CONCURRENCY = 16
-USER_AGENT = "zailai/0.1"
 
 _SECRET_QUERY = re.compile(r"((?:access_token|corpsecret|secret)=)[^&\s\"']+", re.I)
-
-
-class _MaskQuerySecrets(logging.Filter):
-    """Masks `access_token=...` and similar in records of the httpx logger (it logs URLs)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = _SECRET_QUERY.sub(r"\1***", message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
-
-
-_MASK = _MaskQuerySecrets()
-for _name in ("httpx", "httpcore"):
-    if _MASK not in logging.getLogger(_name).filters:
-        logging.getLogger(_name).addFilter(_MASK)
 
 
 @dataclass(frozen=True)
 class Timeouts:
     connect: float = DEFAULT_CONNECT_TIMEOUT
     read: float = DEFAULT_READ_TIMEOUT
-
-    def httpx(self) -> httpx.Timeout:
-        # write: the request body is small; pool: waiting for a free connection of our own pool
-        return httpx.Timeout(connect=self.connect, read=self.read, write=self.read,
-                             pool=max(self.read, 30.0))
 
 
 def _seconds(config: ChannelConfig, key: str, default: float) -> float:
@@ -112,24 +86,16 @@ def base_url(config: ChannelConfig, default: str) -> str:
     return str(config.options.get("base_url") or default).rstrip("/")
 
 
-@lru_cache(maxsize=1)
-def _tls() -> ssl.SSLContext:
-    """One verifying TLS context for every channel (loading the CA bundle costs ~0.1 s)."""
-    return httpx.create_ssl_context()
-
-
-def make_client(config: ChannelConfig, kw: Mapping[str, Any]) -> httpx.Client:
-    """One connection pool per channel, sized by `concurrency` (or keyword `concurrency=`)."""
+def make_http(config: ChannelConfig, kw: Mapping[str, Any], url: str,
+              option: str = "base_url") -> Http:
+    """The channel's connection pool to `url`, sized by `concurrency` (or `concurrency=`)."""
+    try:
+        endpoint = Endpoint.parse(url)
+    except BadEndpoint as exc:
+        raise CannotRun(f"channel `{config.name}`: `{option}`: {exc}") from None
     size = int(kw.get("concurrency") or config.options.get("concurrency") or DEFAULT_CONCURRENCY)
-    return httpx.Client(
-        verify=_tls(),
-        timeout=timeouts(config, kw).httpx(),
-        limits=httpx.Limits(max_connections=size, max_keepalive_connections=size,
-                            keepalive_expiry=5.0),
-        follow_redirects=False,
-        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-        transport=kw.get("transport"),
-    )
+    t = timeouts(config, kw)
+    return Http(endpoint, connect_timeout=t.connect, read_timeout=t.read, size=max(1, size))
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
@@ -142,7 +108,7 @@ def mask(text: str, secrets: Iterable[str]) -> str:
 
 @dataclass(frozen=True)
 class Reply:
-    """A response that arrived: status, body and the headers the channels read."""
+    """A response that arrived: its status and body, and Retry-After when given."""
 
     status: int
     body: bytes
@@ -165,46 +131,42 @@ def not_answered(idempotent: bool, code: str, detail: str) -> SendResult:
     return SendResult(UNKNOWN, code, detail + "; not resent (at most once)")
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    raw = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(raw)) if raw else None
-    except ValueError:
-        return None
-
-
-def post(client: httpx.Client, url: str, *, content: bytes, headers: Mapping[str, str],
+def post(http: Http, path: str, *, content: bytes, headers: Mapping[str, str],
          idempotent: bool, secrets: Iterable[str] = (),
          params: Mapping[str, str] | None = None) -> Reply | SendResult:
     """POST and return the reply, or the SendResult a transport failure means."""
-    return call(client, "POST", url, content=content, headers=headers, idempotent=idempotent,
+    return call(http, "POST", path, content=content, headers=headers, idempotent=idempotent,
                 secrets=secrets, params=params)
 
 
-def call(client: httpx.Client, method: str, url: str, *, content: bytes | None = None,
+def call(http: Http, method: str, path: str, *, content: bytes | None = None,
          headers: Mapping[str, str] | None = None, idempotent: bool,
-         secrets: Iterable[str] = (), params: Mapping[str, str] | None = None) -> Reply | SendResult:
+         secrets: Iterable[str] = (),
+         params: Mapping[str, str] | None = None) -> Reply | SendResult:
     """One request; the reply, or the SendResult that a transport failure means."""
-    host = httpx.URL(url).host
+    host = http.endpoint.host
     try:
-        response = client.request(method, url, content=content, headers=headers, params=params)
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-        return SendResult(RETRY, "connect", f"could not connect to {host}: "
-                          f"{type(exc).__name__}")
-    except (httpx.WriteError, httpx.WriteTimeout) as exc:
-        # the request was not completely written, so the provider cannot have acted on it
-        return SendResult(RETRY, "write", f"request to {host} not fully sent: "
-                          f"{type(exc).__name__}")
-    except httpx.ReadTimeout:
-        return not_answered(idempotent, "timeout", f"no response from {host} in time after the "
-                            "request was sent")
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.TimeoutException) as exc:
-        return not_answered(idempotent, "connection_lost", f"{host} dropped the connection after "
-                            f"the request was sent ({type(exc).__name__})")
-    except httpx.HTTPError as exc:
-        return SendResult(FAILED, "http_error", f"{type(exc).__name__}: "
-                          f"{mask(str(exc), secrets)}")
-    return Reply(response.status_code, response.content, _retry_after(response))
+        status, body, retry_after = http.request(method, path, params=params, body=content,
+                                                 headers=headers)
+    except NotSent as exc:  # connecting or writing failed: the provider cannot have acted
+        what = "could not connect to" if exc.kind in ("connect", "pool") else "could not send to"
+        return SendResult(RETRY, exc.kind, mask(f"{what} {host}: {exc}", secrets))
+    except NoAnswer as exc:
+        if exc.kind == "timeout":
+            detail = f"no reply from {host} within {http.read_timeout:g} s after the request"
+        else:
+            detail = f"{host} dropped the connection after the request was sent ({exc})"
+        return not_answered(idempotent, exc.kind, mask(detail, secrets))
+    except BadRequest as exc:
+        return SendResult(FAILED, exc.kind, mask(f"cannot send this request: {exc}", secrets))
+    return Reply(status, body, _seconds_or_none(retry_after))
+
+
+def _seconds_or_none(raw: str | None) -> float | None:
+    try:
+        return max(0.0, float(raw)) if raw else None
+    except ValueError:
+        return None  # an HTTP date: ignore, the loop's backoff applies
 
 
 def http_status_result(reply: Reply, idempotent: bool, secrets: Iterable[str] = ()) -> SendResult:

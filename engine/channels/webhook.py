@@ -22,12 +22,11 @@ import hmac
 import time
 from typing import Any, Callable, Mapping
 
-import httpx
 import orjson
 
 from ..config import Channel as ChannelConfig
 from .base import SENT, SendRequest, SendResult
-from .transport import env_secret, http_status_result, make_client, post, required
+from .transport import env_secret, http_status_result, make_http, post, required
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -43,7 +42,7 @@ class WebhookChannel:
         self.name = config.name
         self.url = required(config, "url", "where to POST")
         self._secret = env_secret(config, env, "secret_env", "the webhook signing secret")
-        self._client: httpx.Client = make_client(config, kw)
+        self._http = make_http(config, kw, self.url, "url")
         self._clock: Callable[[], float] = kw.get("clock") or time.time
 
     def __repr__(self) -> str:
@@ -55,7 +54,7 @@ class WebhookChannel:
                              "payload": dict(request.payload)},
                             default=str)
         timestamp = str(int(self._clock()))
-        out = post(self._client, self.url, content=body, idempotent=False, secrets=(self._secret,),
+        out = post(self._http, "", content=body, idempotent=False, secrets=(self._secret,),
                    headers={"Content-Type": "application/json",
                             "X-Zailai-Timestamp": timestamp,
                             "X-Zailai-Signature": signature(self._secret, timestamp, body),
@@ -70,4 +69,4 @@ class WebhookChannel:
         return http_status_result(out, False, (self._secret,))
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()

@@ -29,7 +29,6 @@ import time
 from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
-import httpx
 import orjson
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -37,8 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from ..config import Channel as ChannelConfig
 from ..errors import CannotRun
 from .base import FAILED, RETRY, SENT, SendRequest, SendResult
-from .transport import base_url, env_secret, http_status_result, make_client, mask, post, \
-    required
+from .transport import base_url, env_secret, http_status_result, make_http, mask, \
+    post, required
 
 DEFAULT_BASE_URL = "https://api.mch.weixin.qq.com"
 TRANSIENT = frozenset({"SYSTEM_ERROR", "FREQUENCY_LIMITED", "SYSTEMERROR"})
@@ -94,8 +93,7 @@ class WeChatCouponChannel:
             raise CannotRun(f"channel `{self.name}` (wechat_coupon): environment variable {var} "
                             "does not hold an unencrypted RSA private key in PEM form") from None
         self.base_url = base_url(config, DEFAULT_BASE_URL)
-        self._prefix = httpx.URL(self.base_url).raw_path.decode("ascii").rstrip("/")
-        self._client: httpx.Client = make_client(config, kw)
+        self._http = make_http(config, kw, self.base_url)
         self._clock: Callable[[], float] = kw.get("clock") or time.time
 
     def __repr__(self) -> str:
@@ -118,10 +116,10 @@ class WeChatCouponChannel:
         })
         path = f"/v3/marketing/favor/users/{quote(request.recipient, safe='')}/coupons"
         header = authorization(self._key, mchid=self.mchid, serial_no=self._serial,
-                               method="POST", url_path=self._prefix + path,
+                               method="POST", url_path=self._http.endpoint.target(path),
                                body=body.decode("utf-8"), timestamp=int(self._clock()),
                                nonce=_random.token_hex(16).upper())
-        out = post(self._client, self.base_url + path, content=body, idempotent=True,
+        out = post(self._http, path, content=body, idempotent=True,
                    headers={"Content-Type": "application/json", "Authorization": header,
                             "X-Zailai-Item-Id": request.item_id})
         if isinstance(out, SendResult):
@@ -141,4 +139,4 @@ class WeChatCouponChannel:
         return SendResult(FAILED, code, detail)
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()

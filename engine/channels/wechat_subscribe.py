@@ -21,14 +21,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import httpx
 import orjson
 
 from ..config import Channel as ChannelConfig
 from .access_token import TokenCache, TokenUnavailable
 from .base import FAILED, RETRY, SENT, SendRequest, SendResult
-from .transport import Reply, base_url, env_secret, http_status_result, make_client, mask, \
-    not_answered, post, required
+from .transport import Reply, base_url, env_secret, http_status_result, make_http, \
+    mask, not_answered, post, required
 
 DEFAULT_BASE_URL = "https://api.weixin.qq.com"
 TOKEN_REJECTED = frozenset({40001, 40014, 42001})
@@ -39,9 +38,9 @@ CONSENT_EXHAUSTED = 43101
 
 def errcode_result(errcode: int, errmsg: str, msgid: Any, secrets: tuple[str, ...]) -> SendResult:
     code = str(errcode)
-    detail = mask(f"{errcode} {errmsg}".strip(), secrets)
     if errcode == 0:
         return SendResult(SENT, code, "ok", provider_id=str(msgid) if msgid is not None else None)
+    detail = mask(f"{errcode} {errmsg}".strip(), secrets)
     if errcode == CONSENT_EXHAUSTED:
         return SendResult(FAILED, code, detail, consent_exhausted=True)
     if errcode in TRANSIENT or errcode in TOKEN_REJECTED:
@@ -60,10 +59,9 @@ class WeChatSubscribeChannel:
         self.base_url = base_url(config, DEFAULT_BASE_URL)
         self.miniprogram_state = str(config.options.get("miniprogram_state") or "formal")
         self.lang = str(config.options.get("lang") or "zh_CN")
-        self._client: httpx.Client = make_client(config, kw)
+        self._http = make_http(config, kw, self.base_url)
         self._tokens = TokenCache(self._fetch_token, **({"clock": kw["clock"]}
                                                         if "clock" in kw else {}))
-        self._send_url = f"{self.base_url}/cgi-bin/message/subscribe/send"
 
     def __repr__(self) -> str:
         return (f"WeChatSubscribeChannel(name={self.name!r}, appid={self.appid!r}, "
@@ -79,7 +77,7 @@ class WeChatSubscribeChannel:
     def _fetch_token(self, force: bool) -> tuple[str, float]:
         body = orjson.dumps({"grant_type": "client_credential", "appid": self.appid,
                              "secret": self._secret, "force_refresh": force})
-        out = post(self._client, f"{self.base_url}/cgi-bin/stable_token", content=body,
+        out = post(self._http, "/cgi-bin/stable_token", content=body,
                    headers={"Content-Type": "application/json"}, idempotent=True,
                    secrets=self._secrets())
         if isinstance(out, SendResult):  # never sent, so the message is not either
@@ -117,7 +115,8 @@ class WeChatSubscribeChannel:
         return orjson.dumps(body)
 
     def _post(self, token: str, body: bytes, item_id: str) -> SendResult:
-        out = post(self._client, self._send_url, content=body, params={"access_token": token},
+        out = post(self._http, "/cgi-bin/message/subscribe/send", content=body,
+                   params={"access_token": token},
                    headers={"Content-Type": "application/json", "X-Zailai-Item-Id": item_id},
                    idempotent=False, secrets=self._secrets(token))
         if isinstance(out, SendResult):
@@ -154,4 +153,4 @@ class WeChatSubscribeChannel:
         return result
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()

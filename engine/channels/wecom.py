@@ -6,7 +6,7 @@ application's Secret), `base_url` (default https://qyapi.weixin.qq.com), `timeou
 
 Token: GET {base_url}/cgi-bin/gettoken?corpid=..&corpsecret=.. -> {"access_token",
 "expires_in"}, cached until 60 s before expiry and shared by every send of the channel (the
-secret travels in the query string, as WeCom requires; the httpx log filter masks it).
+secret travels in the query string, as WeCom requires; the engine never logs it).
 
 Send: POST {base_url}/cgi-bin/message/send?access_token=TOKEN with {"touser": userid,
 "msgtype": "text", "agentid": N, "text": {"content": text}}; the request payload is {"text"}.
@@ -19,15 +19,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import httpx
 import orjson
 
 from ..config import Channel as ChannelConfig
 from ..errors import CannotRun
 from .access_token import TokenCache, TokenUnavailable
 from .base import FAILED, RETRY, SENT, SendRequest, SendResult
-from .transport import base_url, call, env_secret, http_status_result, make_client, mask, \
-    not_answered, post, required
+from .transport import base_url, call, env_secret, http_status_result, make_http, \
+    mask, not_answered, post, required
 
 DEFAULT_BASE_URL = "https://qyapi.weixin.qq.com"
 TOKEN_REJECTED = frozenset({40014, 42001})
@@ -48,7 +47,7 @@ class WeComChannel:
             raise CannotRun(f"channel `{self.name}` (wecom): `agentid` must be a number") from None
         self._secret = env_secret(config, env, "secret_env", "the WeCom application Secret")
         self.base_url = base_url(config, DEFAULT_BASE_URL)
-        self._client: httpx.Client = make_client(config, kw)
+        self._http = make_http(config, kw, self.base_url)
         self._tokens = TokenCache(self._fetch_token)
 
     def __repr__(self) -> str:
@@ -60,7 +59,7 @@ class WeComChannel:
         return self._tokens.fetches
 
     def _fetch_token(self, force: bool) -> tuple[str, float]:
-        out = call(self._client, "GET", f"{self.base_url}/cgi-bin/gettoken", idempotent=True,
+        out = call(self._http, "GET", "/cgi-bin/gettoken", idempotent=True,
                    params={"corpid": self.corpid, "corpsecret": self._secret},
                    secrets=(self._secret,))
         if isinstance(out, SendResult):
@@ -76,7 +75,7 @@ class WeComChannel:
 
     def _post(self, token: str, body: bytes, request: SendRequest) -> SendResult:
         secrets = (self._secret, token)
-        out = post(self._client, f"{self.base_url}/cgi-bin/message/send", content=body,
+        out = post(self._http, "/cgi-bin/message/send", content=body,
                    params={"access_token": token}, idempotent=False, secrets=secrets,
                    headers={"Content-Type": "application/json",
                             "X-Zailai-Item-Id": request.item_id})
@@ -117,4 +116,4 @@ class WeComChannel:
         return result
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()

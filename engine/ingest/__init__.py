@@ -138,8 +138,7 @@ def ingest(project: Project, kind: str, files: Sequence[str], *, db: str | None 
                 store.transaction():
             spec = Spec.build(project.datamodel, project.config.timezone, store.type_ids)
             bulk = kind == "events" and _bulk(store, files, size)
-            if bulk:
-                store.drop_events_index()
+            rebuild = store.drop_events_indexes() if bulk else []
             seen: set[str] = set()
             for name in files:
                 summary = FileSummary(name)
@@ -149,7 +148,7 @@ def ingest(project: Project, kind: str, files: Sequence[str], *, db: str | None 
                     if progress is not None:
                         progress(checked.size)
             if bulk:
-                store.build_events_index()
+                store.build_events_indexes(rebuild)
     finally:
         if out is not None:
             out.close()
@@ -170,7 +169,7 @@ def _bulk(store: Store, files: Sequence[str], size: int) -> bool:
     if not store.has_events():
         return True
     rows = size // _line_bytes(files)
-    return rows >= BULK_MIN_ROWS and rows * 2 >= store.count_events()
+    return rows >= BULK_MIN_ROWS and rows >= 2 * store.count_events()
 
 
 def _line_bytes(files: Sequence[str]) -> int:
@@ -219,10 +218,7 @@ def _write(store: Store, checked: Checked, summary: FileSummary, result: IngestR
             seen |= new
         summary.duplicates += len(checked.rows) - store.insert_events(checked.rows)
         return
-    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-    for cols, row in checked.rows:
-        groups.setdefault(cols, []).append(row)
-    changed = sum(store.upsert_users(cols, rows) for cols, rows in groups.items())
+    changed = store.write_users(checked.rows)
     summary.duplicates += len(checked.rows) - changed
 
 

@@ -128,23 +128,27 @@ def check_chunk(kind: str, spec: Spec, chunk: JsonlChunk | CsvChunk) -> Checked:
     rows, rejects = out.rows, out.rejects
     if isinstance(chunk, JsonlChunk):
         out.size = len(chunk.data)
-        loads = orjson.loads
-        n = chunk.first_line - 1
-        for raw in chunk.data.split(b"\n"):
-            n += 1
-            if not raw.strip():
-                continue
-            out.read += 1
-            try:
-                obj = loads(raw)
-            except orjson.JSONDecodeError as exc:
-                rejects.append((n, "BAD_JSON", "", f"the line is not valid JSON ({exc})",
-                                raw.decode("utf-8", "replace").rstrip("\r")))
-                continue
-            try:
-                rows.append(check(obj))
-            except Bad as bad:
-                rejects.append((n, bad.code, bad.field, bad.reason, obj))
+        lines = chunk.data.split(b"\n")
+        if kind == "events":
+            out.read = checker.check_lines(lines, chunk.first_line, rows, rejects)
+        else:
+            loads = orjson.loads
+            n = chunk.first_line - 1
+            for raw in lines:
+                n += 1
+                if not raw.strip():
+                    continue
+                out.read += 1
+                try:
+                    obj = loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    rejects.append((n, "BAD_JSON", "", f"the line is not valid JSON ({exc})",
+                                    raw.decode("utf-8", "replace").rstrip("\r")))
+                    continue
+                try:
+                    rows.append(check(obj))
+                except Bad as bad:
+                    rejects.append((n, bad.code, bad.field, bad.reason, obj))
     else:
         out.size = chunk.size
         for n, obj in chunk.rows:

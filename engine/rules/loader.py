@@ -184,9 +184,12 @@ def build_trigger(raw: Any, b: _Builder) -> Trigger | None:
             return None
     if kind == "every":
         every = b.duration(raw["every"], at + ("every",))
-        if every is not None and every < timedelta(minutes=1):
-            b.err("BAD_DURATION", "`every` must be at least 1m", at + ("every",))
+        if every is not None and every < timedelta(seconds=1):
+            b.err("BAD_DURATION", "`every` must be at least 1s", at + ("every",))
             return None
+        if every is not None and every < timedelta(minutes=1):
+            b.err("SHORT_EVERY", "`every` is shorter than 1m", at + ("every",),
+                  hint="seconds-level schedules are meant for tests", severity=Severity.WARNING)
         return Trigger("every", every=every) if every else None
     if kind == "event":
         event = raw["event"]

@@ -195,6 +195,56 @@ class Store:
                                   "VALUES (?, ?, ?)", new)
         return changed
 
+    def write_users(self, rows: Sequence[tuple[tuple[str, ...], tuple[Any, ...]]]) -> int:
+        """Ingest's writer: rows are (columns, (user_id, *values)), each naming only some
+        attributes. Users not stored yet are inserted in one statement; the others are upserted
+        grouped by the columns they name, in an order that keeps each user's rows in sequence.
+        Returns the number of users created or changed."""
+        existing = self._existing([r[1][0] for r in rows])
+        names = tuple(self.datamodel.user)
+        lists = [n for n in names if self.datamodel.user[n].type.base == "list"]
+        fresh: list[tuple[Any, ...]] = []
+        rest: list[tuple[tuple[str, ...], tuple[Any, ...]]] = []
+        for cols, vals in rows:
+            if vals[0] in existing:
+                rest.append((cols, vals))
+                continue
+            existing.add(vals[0])
+            given = dict(zip(cols, vals[1:]))
+            fresh.append((vals[0], *(given.get(n) for n in names)))
+        changed = 0
+        if fresh:
+            q = self.dialect.ident
+            self.conn.executemany(
+                f"INSERT INTO users(user_id{''.join(', ' + q(n) for n in names)}) "
+                f"VALUES (?{', ?' * len(names)})", fresh)
+            changed += len(fresh)
+            for attr in lists:
+                i = names.index(attr) + 1
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO user_list_items(attr, value, user_id) VALUES (?, ?, ?)",
+                    [(attr, v, r[0]) for r in fresh if r[i] for v in orjson.loads(r[i])])
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        pending: set[str] = set()
+        for cols, vals in rest:
+            if vals[0] in pending:  # a second row for a user: write what came before first
+                changed += sum(self.upsert_users(c, g) for c, g in groups.items())
+                groups, pending = {}, set()
+            groups.setdefault(cols, []).append(vals)
+            pending.add(vals[0])
+        changed += sum(self.upsert_users(c, g) for c, g in groups.items())
+        return changed
+
+    def _existing(self, user_ids: list[str]) -> set[str]:
+        out: set[str] = set()
+        unique = list(dict.fromkeys(user_ids))
+        for i in range(0, len(unique), _IN_CHUNK):
+            part = unique[i:i + _IN_CHUNK]
+            out.update(r[0] for r in self.conn.execute(
+                f"SELECT user_id FROM users WHERE user_id IN {self.dialect.in_list(len(part))}",
+                part))
+        return out
+
     def _old_values(self, columns: list[str], user_ids: list[str]) -> dict[str, tuple[Any, ...]]:
         cols = ", ".join(self.dialect.ident(c) for c in columns)
         out: dict[str, tuple[Any, ...]] = {}
@@ -206,13 +256,21 @@ class Store:
                 out[row[0]] = tuple(row[1:])
         return out
 
-    def drop_events_index(self) -> None:
-        """Before a bulk load that is large compared with the table: building the index once
-        afterwards is several times cheaper than maintaining it row by row."""
-        self.conn.execute(f"DROP INDEX IF EXISTS {schema.EVENTS_INDEX}")
+    def drop_events_indexes(self) -> list[str]:
+        """Before a bulk load that is large compared with the table: drop every secondary index
+        on events (building each once afterwards is several times cheaper than maintaining it
+        row by row); returns the statements that rebuild them."""
+        rows = self.conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' "
+            "AND sql IS NOT NULL ORDER BY name").fetchall()
+        for name, _ in rows:
+            self.conn.execute(f"DROP INDEX {self.dialect.ident(name)}")
+        return [str(sql) for _, sql in rows]
 
-    def build_events_index(self) -> None:
-        self.conn.execute(schema.EVENTS_INDEX_SQL)
+    def build_events_indexes(self, statements: Sequence[str]) -> None:
+        for sql in statements:
+            self.conn.execute(sql)
+        self.conn.execute(schema.EVENTS_INDEX_SQL)  # whatever happened, the covering index
 
 
 def open_store(path: Path, datamodel: DataModel, *, create: bool = True) -> Store:
