@@ -25,7 +25,7 @@ from .channels.base import FAILED, RETRY, SENT, UNKNOWN, Channel, SendRequest, S
 from .config import fen_to_yuan
 from .project import Project
 from .store import Store, ledger
-from .store.facts import load_facts
+from .store.facts import _convert
 from .timeutil import from_micros, to_micros
 
 BACKOFF_BASE_S = 30
@@ -70,13 +70,13 @@ class Deliverer:
     # -- rendering ---------------------------------------------------------------------------
     def context(self, item: ledger.Item) -> dict[str, Any]:
         fire = ledger.fire_context(self.conn, item.fire_id)
-        facts = load_facts(self.conn, self.project.datamodel, item.user_id)
+        row = self.store.user(item.user_id) or {}
         pii = self.project.datamodel.pii_fields()  # never rendered, whatever the template says
         user: dict[str, Any] = {"user_id": item.user_id}
-        for k, v in facts.attrs.items():
+        for k, f in self.project.datamodel.user.items():
             if k in pii:
                 continue
-            f = self.project.datamodel.user[k]
+            v = _convert(row.get(k), f.type)
             user[k] = from_micros(v, self.tz) if str(f.type) == "timestamp" and v is not None \
                 else v
         ctx: dict[str, Any] = {"user": user, "now": from_micros(self.T, self.tz),
@@ -193,11 +193,12 @@ class Deliverer:
                            payload), None
 
     def record(self, item: ledger.Item, res: SendResult) -> None:
+        """Record one result; the caller holds the transaction (results go in small batches)."""
         ch = self.channels[item.channel]
         cfg = self.project.config.channels.get(item.channel)
         max_attempts = int(cfg.options.get("max_attempts", DEFAULT_MAX_ATTEMPTS)) if cfg else \
             DEFAULT_MAX_ATTEMPTS
-        with self.store.transaction():
+        if True:
             if res.status == SENT:
                 if item.kind == "coupon":
                     fire = ledger.fire_context(self.conn, item.fire_id)
@@ -224,6 +225,13 @@ class Deliverer:
                     ledger.zero_consent(self.conn, item.user_id, str(item.spec["template"]),
                                         self.T)
         self.report.add(state)
+
+    def record_all(self, done: list[tuple[ledger.Item, SendResult]]) -> None:
+        if not done:
+            return
+        with self.store.transaction():
+            for item, res in done:
+                self.record(item, res)
 
     def fail(self, item: ledger.Item, reason: str) -> None:
         with self.store.transaction():
@@ -280,16 +288,23 @@ class Deliverer:
             for group in by_user.values():  # one user's sends run one after another (43108)
                 futures.append((group, pool.submit(_send_group, channel, group)))
         try:
+            done: list[tuple[ledger.Item, SendResult]] = []
             for group, fut in futures:
                 try:
                     results = fut.result()
                 except Exception as exc:  # noqa: BLE001 - a crashing channel is an unknown
                     results = [SendResult(UNKNOWN, "exception", type(exc).__name__)] * len(group)
-                for (item, _), res in zip(group, results):
-                    self.record(item, res)
+                done.extend(zip((item for item, _ in group), results))
+                if len(done) >= RECORD_BATCH:
+                    self.record_all(done)
+                    done = []
+            self.record_all(done)
         finally:
             for pool in pools:
                 pool.shutdown(wait=True)
+
+
+RECORD_BATCH = 200  # results recorded per transaction (a crash leaves these few `unknown`)
 
 
 def _send_group(channel: Channel, group: list[tuple[ledger.Item, SendRequest]]
