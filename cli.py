@@ -241,9 +241,12 @@ def run(once: bool, project: str | None, db: str | None, at: str | None, fmt: st
     if not once:
         raise CannotRun("`engine run` needs --once", hint="for continuous running use "
                         "`engine daemon`")
+    from engine.lease import refuse_if_running
+
     proj, store, when = _open(project, db, at)
     channels, missing = build_channels(proj)
     with store:
+        refuse_if_running(store, now())
         report = run_once(proj, store, when, channels, proj.git_commit(), missing)
     click.echo(_json(report.as_json()) if fmt == "json" else run_text(report))
 
@@ -258,9 +261,12 @@ def deliver(project: str | None, db: str | None, at: str | None, fmt: str) -> No
     from engine.outbox import deliver as run_deliver
     from engine.run import build_channels
 
+    from engine.lease import refuse_if_running
+
     proj, store, when = _open(project, db, at)
     channels, missing = build_channels(proj)
     with store:
+        refuse_if_running(store, now())
         report = run_deliver(proj, store, channels, when)
     out = {"at": when.isoformat(), "delivery": report.as_json(), "unavailable_channels": missing}
     click.echo(_json(out) if fmt == "json" else

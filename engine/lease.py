@@ -93,3 +93,19 @@ def release(store: Store, me: Holder) -> bool:
 
 def current(store: Store) -> sql.LeaseRow | None:
     return sql.read_lease(store.conn, LEASE_NAME)
+
+
+def refuse_if_running(store: Store, now: datetime, timeout: timedelta = timedelta(seconds=30)
+                      ) -> None:
+    """`engine run --once` and `engine deliver` refuse while a live daemon holds the database:
+    they would race its in-flight sends (and mark them `unknown`). `now` is the wall clock."""
+    with store.transaction():
+        sql.ensure_lease_table(store.conn)
+        row = sql.read_lease(store.conn, LEASE_NAME)
+    if row is None:
+        return
+    fresh = to_micros(now) - row.heartbeat_at <= timeout // timedelta(microseconds=1)
+    if fresh and not _dead_here(row, Holder.this_process()):
+        raise LeaseHeld(f"a daemon is running on this database: pid {row.pid} on {row.host}",
+                        hint="stop it first (SIGTERM), or let it tick and deliver; a second "
+                             "writer would race its in-flight sends")

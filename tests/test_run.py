@@ -242,3 +242,24 @@ def test_send_time_compliance_guard(tmp_path: Path, text: str) -> None:
                                  ).fetchone()
     assert row[0] == "failed" and "compliance" in row[1]
     assert ch["wechat_subscribe"].sent == []
+
+
+def test_run_and_deliver_refuse_while_a_daemon_holds_the_database(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    from engine.lease import LEASE_NAME, LeaseHeld, refuse_if_running
+    from engine.store import lease as lease_sql
+
+    proj, store, ch = setup(tmp_path, [{"user_id": "a", "openid": "oA"}], lapsed("a"))
+    wall = datetime(2026, 11, 21, 12, 0, tzinfo=TZ)
+    with store:
+        refuse_if_running(store, wall)  # no daemon: fine
+        with store.transaction():
+            lease_sql.ensure_lease_table(store.conn)
+            lease_sql.claim(store.conn, lease_sql.LeaseRow(
+                LEASE_NAME, "daemon-1", os.getpid(), socket.gethostname(),
+                to_micros(wall), to_micros(wall - timedelta(seconds=5))))
+        with pytest.raises(LeaseHeld, match="a daemon is running"):
+            refuse_if_running(store, wall)
+        refuse_if_running(store, wall + timedelta(minutes=2))  # stale: the daemon is gone
