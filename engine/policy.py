@@ -28,6 +28,7 @@ from .store import ledger
 from .timeutil import from_micros, to_micros
 
 OPTOUT_TAG = "optout"
+FEW_CANDIDATES = 2000  # below this, consent is read per candidate rather than materialised
 POLICY_REASONS = {
     "opted_out": "the user opted out of marketing (tag `optout`)",
     "capped_rule": "the rule's own `limits` are reached for this user",
@@ -113,12 +114,13 @@ class Policy:
         for a in rule.all_actions():
             if not isinstance(a, MessageAction):
                 continue
-            if a.template and not self.consent_ready:
+            few = len(users) <= FEW_CANDIDATES
+            if a.template and not few and not self.consent_ready:
                 ledger.materialise_consent(self.conn, type_id, self.T)
                 self.consent_ready = True
             if a.template and a.template not in self.consent:
                 self.consent[a.template] = ledger.bulk_consent(self.conn, type_id, a.template,
-                                                               self.T)
+                                                               self.T, few=few)
             for name in (a.channel, *a.fallback):
                 if name not in self.absent:
                     attr = self.recipient_attr(name)
