@@ -14,11 +14,11 @@ from __future__ import annotations
 import re
 import sys
 import threading
-import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, TextIO
 
 import orjson
+from . import clock
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 ALWAYS_PII = frozenset({"openid", "unionid", "phone", "mobile", "recipient", "touser",
@@ -65,7 +65,7 @@ class JsonLog:
     """A thread-safe JSON-lines logger (stderr by default)."""
 
     def __init__(self, stream: TextIO | None = None, level: str = "info",
-                 masker: Masker | None = None, clock: Callable[[], float] = time.time,
+                 masker: Masker | None = None, clock: Callable[[], float] = clock.wall,
                  **static: Any) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.clock = clock  # wall-clock seconds, for the `ts` of each line

@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 from .channels.base import UNKNOWN, Channel, SendRequest, SendResult
+from . import clock
 
 Labels = tuple[tuple[str, str], ...]
 ResultHook = Callable[[str, SendRequest, SendResult, float], None]
@@ -160,13 +160,13 @@ class MeteredChannel:
         self.on_result = on_result
 
     def send(self, request: SendRequest) -> SendResult:
-        started = time.monotonic()
+        started = clock.monotonic()
         try:
             result = self.inner.send(request)
         except Exception:
             self.registry.inc("zailai_sends_total", channel=self.name, status=UNKNOWN)
             raise
-        elapsed = time.monotonic() - started
+        elapsed = clock.monotonic() - started
         self.registry.inc("zailai_sends_total", channel=self.name, status=result.status)
         self.registry.observe("zailai_send_duration_seconds", elapsed, channel=self.name)
         if self.on_result is not None:

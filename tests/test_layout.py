@@ -151,3 +151,20 @@ def test_codes_have_a_severity_and_a_summary() -> None:
     for code, (severity, summary) in CODES.items():
         assert re.fullmatch(r"[A-Z]+(?:_[A-Z0-9]+)*", code)
         assert severity.value in ("error", "warning") and summary.strip()
+
+
+def test_only_the_clock_module_and_the_daemon_tick_read_the_clock() -> None:
+    """Time is an argument: rule evaluation never reads a clock. Protocol clocks (signature
+    timestamps, token lifetimes) go through engine/clock.py; the daemon reads `now` per tick."""
+    allowed = {"engine/clock.py", "engine/daemon.py"}
+    offenders = []
+    pattern = re.compile(r"datetime\.now\(|datetime\.utcnow\(|time\.time\(|time\.monotonic\(|"
+                         r"date\.today\(")
+    for path in sorted((REPO / "engine").rglob("*.py")):
+        rel = str(path.relative_to(REPO))
+        if rel in allowed:
+            continue
+        for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+            if pattern.search(line):
+                offenders.append(f"{rel}:{n}: {line.strip()}")
+    assert not offenders, offenders

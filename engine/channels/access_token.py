@@ -9,10 +9,10 @@ reuse it, so a burst of rejections costs one refresh (WeChat allows 20 forced re
 from __future__ import annotations
 
 import threading
-import time
 from typing import Callable
 
 from .base import SendResult
+from .. import clock
 
 FORCE_SPACING = 30.0  # WeChat rejects forced stable_token refreshes closer than this
 
@@ -31,7 +31,7 @@ Fetch = Callable[[bool], tuple[str, float]]
 
 class TokenCache:
     def __init__(self, fetch: Fetch, *, margin: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = clock.monotonic) -> None:
         self._fetch = fetch
         self._margin = margin
         self._clock = clock

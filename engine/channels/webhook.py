@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from typing import Any, Callable, Mapping
 
 import orjson
@@ -27,6 +26,7 @@ import orjson
 from ..config import Channel as ChannelConfig
 from .base import SENT, SendRequest, SendResult
 from .transport import env_secret, http_status_result, make_http, post, required
+from .. import clock
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -43,7 +43,7 @@ class WebhookChannel:
         self.url = required(config, "url", "where to POST")
         self._secret = env_secret(config, env, "secret_env", "the webhook signing secret")
         self._http = make_http(config, kw, self.url, "url")
-        self._clock: Callable[[], float] = kw.get("clock") or time.time
+        self._clock: Callable[[], float] = kw.get("clock") or clock.wall
 
     def __repr__(self) -> str:
         return f"WebhookChannel(name={self.name!r}, url={self.url!r})"

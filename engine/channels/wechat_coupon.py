@@ -25,7 +25,6 @@ import base64
 import hashlib
 import re
 import secrets as _random
-import time
 from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from ..config import Channel as ChannelConfig
 from ..errors import CannotRun
 from .base import FAILED, RETRY, SENT, SendRequest, SendResult
+from .. import clock
 from .transport import base_url, env_secret, http_status_result, make_http, mask, \
     post, required
 
@@ -94,7 +94,7 @@ class WeChatCouponChannel:
                             "does not hold an unencrypted RSA private key in PEM form") from None
         self.base_url = base_url(config, DEFAULT_BASE_URL)
         self._http = make_http(config, kw, self.base_url)
-        self._clock: Callable[[], float] = kw.get("clock") or time.time
+        self._clock: Callable[[], float] = kw.get("clock") or clock.wall
 
     def __repr__(self) -> str:
         return (f"WeChatCouponChannel(name={self.name!r}, mchid={self.mchid!r}, "

@@ -25,12 +25,12 @@ import select
 import socket
 import ssl
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Mapping
 from urllib.parse import urlencode, urlsplit
+from .. import clock
 
 USER_AGENT = "zailai/0.1"
 
@@ -173,7 +173,7 @@ class Http:
         return conn
 
     def _take(self) -> http.client.HTTPConnection:
-        now = time.monotonic()
+        now = clock.monotonic()
         while True:
             with self._lock:
                 if not self._idle:
@@ -187,7 +187,7 @@ class Http:
     def _give(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
             if not self._closed:
-                self._idle.append((conn, time.monotonic()))
+                self._idle.append((conn, clock.monotonic()))
                 return
         conn.close()
 
