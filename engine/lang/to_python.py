@@ -160,32 +160,9 @@ def _compile(n: t.TExpr) -> Fn:  # noqa: C901 - one dispatch over the node types
         if n.negated:
             return lambda c, r: inner(c, r) is not None
         return lambda c, r: inner(c, r) is None
-    if isinstance(n, t.TAnd):
-        parts = [_compile(i) for i in n.items]
-
-        def and_(c: Ctx, r: Any) -> Any:
-            unknown = False
-            for p in parts:
-                v = p(c, r)
-                if v is False:
-                    return False
-                if v is None:
-                    unknown = True
-            return None if unknown else True
-        return and_
-    if isinstance(n, t.TOr):
-        parts = [_compile(i) for i in n.items]
-
-        def or_(c: Ctx, r: Any) -> Any:
-            unknown = False
-            for p in parts:
-                v = p(c, r)
-                if v is True:
-                    return True
-                if v is None:
-                    unknown = True
-            return None if unknown else False
-        return or_
+    if isinstance(n, (t.TAnd, t.TOr)):
+        # Kleene logic: `and` stops at the first False, `or` at the first True
+        return _kleene([_compile(i) for i in n.items], isinstance(n, t.TOr))
     if isinstance(n, t.TNot):
         inner = _compile(n.operand)
 
@@ -194,6 +171,19 @@ def _compile(n: t.TExpr) -> Fn:  # noqa: C901 - one dispatch over the node types
             return None if v is None else not v
         return not_
     raise TypeError(f"cannot compile {type(n).__name__}")  # pragma: no cover
+
+
+def _kleene(parts: list[Fn], decisive: bool) -> Fn:
+    def logical(c: Ctx, r: Any) -> Any:
+        unknown = False
+        for p in parts:
+            v = p(c, r)
+            if v is decisive:
+                return decisive
+            if v is None:
+                unknown = True
+        return None if unknown else not decisive
+    return logical
 
 
 def _field_getter(name: str, standard: bool, trigger: bool) -> Fn:
