@@ -169,7 +169,7 @@ def check_channel(rep: _Report, doc: Document, path: PathKey, name: str,
     ch = channels.get(name)
     if ch is None:
         rep.add(doc, path, "UNKNOWN_CHANNEL", f"channel `{name}` is not configured in engine.yaml",
-                suggest(name, channels) or f"add it under `channels:` in engine.yaml")
+                suggest(name, channels) or "add it under `channels:` in engine.yaml")
         return None
     if ch.kind not in kinds:
         rep.add(doc, path, "BAD_CHANNEL", f"channel `{name}` ({ch.kind}) cannot send this",

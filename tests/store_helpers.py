@@ -62,3 +62,45 @@ def run_cli(args: list[str], input: str | None = None) -> tuple[int, str]:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         text = output.getvalue().decode("utf-8", "replace")
     return code, text
+
+
+# -- a real project (the example config) with its own rules, and data loaded into it ---------
+
+def make_rule_project(tmp: "Path", rules: "dict[str, str]", coupons: str = "") -> "Path":
+    """The example project's config files and schemas in `tmp`, with only the given rules
+    (file stem -> YAML text) and, optionally, replacement coupons.yaml text."""
+    import shutil
+
+    from engine.resources import PROJECT_FILES, example_project, schemas_dir
+
+    for name in PROJECT_FILES:
+        shutil.copyfile(example_project() / name, tmp / name)
+    if coupons:
+        (tmp / "coupons.yaml").write_text(coupons, encoding="utf-8")
+    shutil.copytree(schemas_dir(), tmp / "schemas")
+    (tmp / "rules").mkdir()
+    for name, text in rules.items():
+        (tmp / "rules" / f"{name}.yaml").write_text(text, encoding="utf-8")
+    return tmp
+
+
+def load_rows(tmp: "Path", users: "list[dict[str, Any]]",
+              events: "list[tuple[Any, ...]]") -> "tuple[Any, Any]":
+    """Load the project in `tmp` and write users (dicts) and events
+    (user, type, aware datetime, amount fen, props) into its database."""
+    import json
+
+    from engine.project import load_project
+    from engine.store import open_project_store
+    from engine.timeutil import to_micros
+
+    proj = load_project(tmp)
+    store = open_project_store(proj)
+    cols = sorted({k for u in users for k in u if k != "user_id"})
+    with store.transaction():
+        store.upsert_users(tuple(cols), [tuple([u["user_id"]] + [u.get(c) for c in cols])
+                                         for u in users])
+        store.insert_events([(f"e{i}", uid, store.type_ids[typ], to_micros(ts), amount,
+                              json.dumps(props) if props else None)
+                             for i, (uid, typ, ts, amount, props) in enumerate(events)])
+    return proj, store

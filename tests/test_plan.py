@@ -6,7 +6,6 @@ file, then plans at chosen instants around the boundaries the semantics define.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -16,12 +15,10 @@ from typing import Any
 import pytest
 
 from engine.experiments import assign
+from store_helpers import load_rows, make_rule_project
 from engine.explain import explain
 from engine.plan import plan
-from engine.project import load_project
-from engine.resources import PROJECT_FILES, example_project, schemas_dir
 from engine.rules.model import Experiment, Variant
-from engine.store import open_project_store
 from engine.store.queries import ensure_state_tables
 from engine.timeutil import to_micros
 from zoneinfo import ZoneInfo
@@ -33,26 +30,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def make_project(tmp: Path, rules: dict[str, str]) -> Path:
-    for name in PROJECT_FILES:
-        shutil.copyfile(example_project() / name, tmp / name)
-    shutil.copytree(schemas_dir(), tmp / "schemas")
-    (tmp / "rules").mkdir()
-    for name, text in rules.items():
-        (tmp / "rules" / f"{name}.yaml").write_text(text, encoding="utf-8")
-    return tmp
+    return make_rule_project(tmp, rules)
 
 
 def load(tmp: Path, users: list[dict[str, Any]], events: list[tuple[Any, ...]]) -> Any:
-    proj = load_project(tmp)
-    store = open_project_store(proj)
-    cols = sorted({k for u in users for k in u if k != "user_id"})
-    with store.transaction():
-        store.upsert_users(tuple(cols), [tuple([u["user_id"]] + [u.get(c) for c in cols])
-                                         for u in users])
-        store.insert_events([(f"e{i}", uid, store.type_ids[typ], to_micros(ts), amount,
-                              json.dumps(props) if props else None)
-                             for i, (uid, typ, ts, amount, props) in enumerate(events)])
-    return proj, store
+    return load_rows(tmp, users, events)
 
 
 def by_user(result: Any, rule_id: str) -> dict[str, tuple[str, str | None]]:

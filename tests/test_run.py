@@ -5,8 +5,6 @@ have their own contract tests against the fake WeChat server).
 """
 from __future__ import annotations
 
-import json
-import shutil
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,12 +14,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from store_helpers import load_rows, make_rule_project
+
 from engine.channels.base import FAILED, RETRY, SENT, UNKNOWN, SendRequest, SendResult
 from engine.outbox import deliver
-from engine.project import load_project
-from engine.resources import PROJECT_FILES, example_project, schemas_dir
+from engine.resources import example_project
 from engine.run import run_once
-from engine.store import open_project_store
 from engine.timeutil import to_micros
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -67,22 +65,8 @@ limits: {max: 1, per: 30d}
 
 def setup(tmp: Path, users: list[dict[str, Any]], events: list[tuple[Any, ...]],
           rule: str = RULE, coupons_patch: str = "") -> tuple[Any, Any, dict[str, Recorder]]:
-    for name in PROJECT_FILES:
-        shutil.copyfile(example_project() / name, tmp / name)
-    if coupons_patch:
-        (tmp / "coupons.yaml").write_text(coupons_patch, encoding="utf-8")
-    shutil.copytree(schemas_dir(), tmp / "schemas")
-    (tmp / "rules").mkdir()
-    (tmp / "rules" / "r.yaml").write_text(rule, encoding="utf-8")
-    proj = load_project(tmp)
-    store = open_project_store(proj)
-    cols = sorted({k for u in users for k in u if k != "user_id"})
-    with store.transaction():
-        store.upsert_users(tuple(cols), [tuple([u["user_id"]] + [u.get(c) for c in cols])
-                                         for u in users])
-        store.insert_events([(f"e{i}", uid, store.type_ids[typ], to_micros(ts), amount,
-                              json.dumps(props) if props else None)
-                             for i, (uid, typ, ts, amount, props) in enumerate(events)])
+    make_rule_project(tmp, {"r": rule}, coupons_patch)
+    proj, store = load_rows(tmp, users, events)
     channels = {"wechat_subscribe": Recorder("wechat_subscribe", "wechat_subscribe"),
                 "sms": Recorder("sms", "sms"),
                 "wechat_coupon": Recorder("wechat_coupon", "wechat_coupon", idempotent=True),

@@ -476,7 +476,7 @@ class _Checker:
             return TCompare(BOOL, n.span, n.op, left, right)
         if NULL in (lt, rt):
             fix = "is null" if n.op == "==" else "is not null"
-            return self.error("COND_NULL_COMPARE", f"comparing with null is never true "
+            return self.error("COND_NULL_COMPARE", "comparing with null is never true "
                               "(null is unknown)", n.span, f"write `x {fix}`")
         if not _compatible(lt, rt):
             hint = ""
