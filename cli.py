@@ -315,6 +315,19 @@ def daemon(project: str | None, db: str | None, http: str | None, event_interval
     sys.exit(Daemon(project, db, options).run())
 
 
+@cli.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
+              help="Where to build the demo project (default: a new temporary directory).")
+@click.option("--users", "n_users", type=int, default=3000, show_default=True,
+              help="Generated users.")
+def demo(directory: str | None, n_users: int) -> None:
+    """One command, end to end: init, generated data, validate, plan, a run delivering to the
+    console."""
+    from engine.demo import run_demo
+
+    run_demo(directory, users=n_users, say=click.echo)
+
+
 class _NoBar:
     def __enter__(self) -> "_NoBar":
         return self

@@ -119,7 +119,8 @@ class Deliverer:
             ctx = self.context(item)
             if item.kind == "webhook":
                 return {"body": spec.get("body")}, None
-            if kind == "wechat_subscribe":
+            if kind == "wechat_subscribe" or (kind == "console" and spec.get("template")
+                                              and not spec.get("text")):
                 tpl = self.project.templates.get(str(spec.get("template")))
                 if tpl is None:
                     return {}, "template_unknown"

@@ -254,7 +254,7 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert blocks, "README.md has no code block"
     commands = [line.strip() for line in blocks[0][1].splitlines()
                 if line.strip() and not line.strip().startswith("#")]
-    assert commands == ["pip install -e . && engine validate",
+    assert commands == ["pip install -e . && engine demo",
                         "pip install -e '.[test]' && pytest"], commands
 
 
