@@ -349,8 +349,16 @@ class Daemon:
             signal.signal(signal.SIGHUP, self._on_hup)
 
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
-        self.log.info("signal", signal=signal.Signals(signum).name)
-        self.stop()
+        # no I/O here: the main thread may be inside a write to the same stream, and a
+        # reentrant write raises; log and stop from a thread instead
+        self._stopping.set()
+        name = signal.Signals(signum).name
+        threading.Thread(target=self._stop_after_signal, args=(name,), name="signal",
+                         daemon=True).start()
+
+    def _stop_after_signal(self, name: str) -> None:
+        self.log.info("signal", signal=name)
+        self._stop_scheduler()
 
     def _on_hup(self, signum: int, frame: Any) -> None:
         # never touch the scheduler from inside a signal handler: hand over to a thread

@@ -72,7 +72,7 @@ class JsonLog:
         self.threshold = LEVELS.get(level, 20)
         self.masker = masker or Masker()
         self.static = static
-        self.lock = threading.RLock()  # re-entrant: a signal handler may log mid-line
+        self.lock = threading.RLock()  # signal handlers never log (see daemon._on_stop_signal)
 
     def enabled(self, level: str) -> bool:
         return LEVELS.get(level, 20) >= self.threshold

@@ -290,7 +290,7 @@ def test_a_seconds_schedule_fires_on_time_and_metrics_parse(
     assert "zailai_outbox_depth" in metrics and value(metrics, "zailai_up") == 1
     assert refused.status_code == 503 and "ENGINE_HTTP_TOKEN" in refused.json()["error"]
 
-    assert d.stop() == 0
+    assert d.stop() == 0, d.text()[-3000:]
     lines = d.text().splitlines()
     assert all(json.loads(line) for line in lines)  # every line is one JSON object
     decisions = d.events("decision")
@@ -348,7 +348,7 @@ def test_events_posted_over_http_trigger_an_event_rule(
 
     time.sleep(1.5)  # another event tick or two: the duplicate and the late event send nothing
     assert [a.body["touser"] for a in fake_wechat.accepted_for("subscribe")] == [OPENIDS["u1"]]
-    assert d.stop() == 0
+    assert d.stop() == 0, d.text()[-3000:]
 
 
 def test_reload_with_a_broken_file_keeps_the_old_rules_and_a_fixed_one_swaps(
@@ -378,7 +378,7 @@ def test_reload_with_a_broken_file_keeps_the_old_rules_and_a_fixed_one_swaps(
     wait_until("rule b firing", lambda: fires_since("b", 0))
     hashes = db_rows(root, "SELECT DISTINCT content_hash FROM fires WHERE rule_id = 'b'")
     assert len(hashes) == 1 and hashes[0][0]
-    assert d.stop() == 0
+    assert d.stop() == 0, d.text()[-3000:]
 
 
 def test_a_second_daemon_is_refused_sighup_reloads_and_a_dead_holder_is_replaced(
@@ -402,7 +402,7 @@ def test_a_second_daemon_is_refused_sighup_reloads_and_a_dead_holder_is_replaced
     first.kill()  # no clean release: the lease row stays, but its process is gone
     third = start(root)
     assert third.wait_log("lease_acquired")["reason"] == "dead"
-    assert third.stop() == 0
+    assert third.stop() == 0, third.text()[-3000:]
 
 
 def test_a_stale_lease_is_taken_over_and_a_fresh_one_is_not(tmp_path: Path,
@@ -436,7 +436,7 @@ def test_sigterm_mid_delivery_then_restart_sends_nothing_twice(
     d = start(root, "--shutdown-grace", "1s")
     wait_until("sends in flight", lambda: len(fake_wechat.requests_to("subscribe")) == 3)
     stopped = time.monotonic()
-    assert d.stop() == 0
+    assert d.stop() == 0, d.text()[-3000:]
     assert time.monotonic() - stopped < 4, "shutdown was not bounded by the grace time"
     assert d.events("abandoned")
     states = dict(db_rows(root, "SELECT item_id, state FROM outbox"))
@@ -445,7 +445,7 @@ def test_sigterm_mid_delivery_then_restart_sends_nothing_twice(
     again = start(root)
     again.wait_log("delivery", where=lambda x: x["results"].get("recovered_unknown") == 3)
     time.sleep(1.5)  # further delivery rounds: nothing is re-sent
-    assert again.stop() == 0
+    assert again.stop() == 0, again.text()[-3000:]
     assert set(dict(db_rows(root, "SELECT item_id, state FROM outbox")).values()) == {"unknown"}
     assert fake_wechat.duplicates() == {}
     sends = [r.item_id for r in fake_wechat.requests_to("subscribe")]
@@ -503,7 +503,7 @@ def test_after_downtime_a_missed_slot_runs_once_and_a_too_old_one_is_skipped(
     d = start(root, "--catch-up-grace", "10m")
     began = datetime.fromisoformat(d.wait_log("started")["ts"])
     d.wait_log("tick", where=lambda x: x["kind"] == "schedule")  # skips are logged before it
-    assert d.stop() == 0
+    assert d.stop() == 0, d.text()[-3000:]
     minute = began.astimezone(SH).replace(second=0, microsecond=0)
     midnight = minute.replace(hour=0, minute=0)
     occurrences = {r[0] for r in db_rows(
