@@ -95,6 +95,52 @@ def validate(paths: tuple[str, ...], project: str | None, fmt: str, strict: bool
     sys.exit(1 if result.failed(strict) else 0)
 
 
+@cli.command("test")
+@click.argument("paths", nargs=-1, type=click.Path())
+@project_option
+@click.option("--run", "pattern", default=None, metavar="REGEX",
+              help="Run only the tests whose name or path matches REGEX.")
+@click.option("--junit", "junit", default=None, type=click.Path(dir_okay=False),
+              metavar="FILE", help="Also write the results as JUnit XML to FILE.")
+@format_option("text", "json")
+@click.option("-v", "--verbose", is_flag=True, help="Show passing tests' details too.")
+def test_cmd(paths: tuple[str, ...], project: str | None, pattern: str | None,
+             junit: str | None, fmt: str, verbose: bool) -> None:
+    """Run rule tests: given users and events, at T, expect fires, actions and reasons.
+
+    PATHS are test files or directories (default: the project's tests/*.yaml). Each test runs
+    in its own fresh database through the real planner. Exit 0 when every test passed, 1 when
+    one failed or a test file has problems (or there were no tests), 2 could not run.
+    """
+    import re
+
+    from engine.project import load_project
+    from engine.ruletests import files, output, runner
+    from engine.validate import Result, format_text
+
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise click.BadParameter(f"not a regular expression: {exc}", param_hint="--run")
+    proj = load_project(project)
+    tests, problems, docs = files.load_tests(proj, paths)
+    if problems:
+        click.echo(format_text(Result(problems, docs)), err=True)
+    suite = runner.run_tests(proj, tests, pattern)
+    if junit:
+        with open(junit, "w", encoding="utf-8") as out:
+            out.write(output.junit_xml(suite))
+    if fmt == "json":
+        click.echo(_json({**suite.as_json(), "problems": len(problems)}))
+    else:
+        click.echo(output.format_text(suite, docs, verbose))
+    if not suite.results and not problems:
+        where = "matching --run" if pattern else "(write tests/*.yaml: see docs/testing-rules.md)"
+        click.echo(f"no rule tests found {where}", err=True)
+    sys.exit(1 if problems or suite.exit_code else 0)
+
+
 @cli.command()
 @click.argument("kind", type=click.Choice(["users", "events"]))
 @click.argument("files", nargs=-1, required=True)

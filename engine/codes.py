@@ -86,6 +86,11 @@ CODES: dict[str, tuple[Severity, str]] = {
     "ALLOW_UNUSED": (W, "an `allow:` entry that accepted nothing"),
     # rule tests
     "UNKNOWN_RULE": (E, "a rule test names a rule that does not exist"),
+    "TEST_SHAPE": (E, "a rule test needs `at` and `expect`, or `steps`, and not both"),
+    "BAD_TIMESTAMP": (E, "a timestamp in a rule test is not ISO 8601"),
+    "UNKNOWN_REASON": (E, "a rule test expects a suppression reason the engine does not have"),
+    "UNKNOWN_VARIANT": (E, "a rule test expects a variant the rule does not have"),
+    "TEST_ROW_REJECTED": (E, "a user or event in a rule test fails the data model's row checks"),
 }
 
 

@@ -77,7 +77,7 @@ def find_root(project: str | os.PathLike[str] | None) -> Path:
     return root
 
 
-def _read(path: Path, diags: list[Diagnostic], docs: dict[str, Document]) -> Document | None:
+def read_document(path: Path, diags: list[Diagnostic], docs: dict[str, Document]) -> Document | None:
     """The parsed file, or None after reporting why it cannot be read. A file that fails to
     parse still has its text kept in `docs`, so its diagnostics can quote the source line."""
     shown = display_path(path)
@@ -113,7 +113,7 @@ def _config_file(root: Path, name: str, kind: str, build: Callable[[Any], Built]
     path = root / name
     if not path.is_file():
         return default
-    doc = _read(path, diags, docs)
+    doc = read_document(path, diags, docs)
     if doc is None:
         return default
     docs[doc.path] = doc
@@ -173,8 +173,10 @@ def rule_files(root: Path, paths: Sequence[Path] = ()) -> list[Path]:
     return out
 
 
-def load(project: str | os.PathLike[str] | None = None, paths: Sequence[str] = ()) -> Loaded:
-    """Read a project and every rule file; never raises for problems in the input."""
+def load(project: str | os.PathLike[str] | None = None, paths: Sequence[str] = (),
+         tests: bool = True) -> Loaded:
+    """Read a project and every rule file (and, with `tests`, the rule test files); never
+    raises for problems in the input."""
     chosen = [Path(p) for p in paths]
     if len(chosen) == 1 and chosen[0].is_dir() and (chosen[0] / "engine.yaml").is_file():
         project, chosen = chosen[0], []
@@ -193,7 +195,7 @@ def load(project: str | os.PathLike[str] | None = None, paths: Sequence[str] = (
     loaded: list[LoadedRule] = []
     for path in rule_files(root, chosen):
         files += 1
-        doc = _read(path, diags, docs)
+        doc = read_document(path, diags, docs)
         if doc is None:
             continue
         docs[doc.path] = doc
@@ -213,8 +215,8 @@ def load(project: str | os.PathLike[str] | None = None, paths: Sequence[str] = (
             seen[lr.rule.id] = lr
     proj = Project(root, config, model, templates, coupons,
                    tuple(lr.rule for lr in seen.values()))
-    if not chosen:
-        files += _check_rule_tests(root, set(seen), diags, docs)
+    if not chosen and tests:
+        files += _check_rule_tests(root, proj, diags, docs)
     return Loaded(proj, list(seen.values()), docs, diags, files)
 
 
@@ -226,33 +228,17 @@ def rule_test_files(root: Path) -> list[Path]:
     return sorted(p for p in tests.iterdir() if p.suffix in RULE_SUFFIXES and p.is_file())
 
 
-def _check_rule_tests(root: Path, rule_ids: set[str], diags: list[Diagnostic],
+def _check_rule_tests(root: Path, project: Project, diags: list[Diagnostic],
                       docs: dict[str, Document]) -> int:
-    from .lang.checker import suggest
+    from .ruletests.files import check_test_document
 
     paths = rule_test_files(root)
     for path in paths:
-        doc = _read(path, diags, docs)
+        doc = read_document(path, diags, docs)
         if doc is None:
             continue
         docs[doc.path] = doc
-        diags.extend(schema.check(doc, "ruletest", doc.data if doc.data is not None else {}))
-        if not isinstance(doc.data, dict):
-            continue
-        refs: list[tuple[tuple[Any, ...], Any]] = [
-            (("rules", i), r) for i, r in enumerate(doc.data.get("rules") or [])]
-        expects: list[tuple[tuple[Any, ...], Any]] = [
-            (("expect", i), e) for i, e in enumerate(doc.data.get("expect") or [])]
-        for j, step in enumerate(doc.data.get("steps") or []):
-            if isinstance(step, dict):
-                expects += [(("steps", j, "expect", i), e)
-                            for i, e in enumerate(step.get("expect") or [])]
-        refs += [(at + ("rule",), e.get("rule")) for at, e in expects if isinstance(e, dict)]
-        for at, rid in refs:
-            if isinstance(rid, str) and rid not in rule_ids:
-                diags.append(Diagnostic(Severity.ERROR, "UNKNOWN_RULE",
-                                        f"rule test names unknown rule `{rid}`", doc.pos(at),
-                                        hint=suggest(rid, rule_ids)))
+        diags.extend(check_test_document(doc, project))
     return len(paths)
 
 
@@ -260,7 +246,7 @@ def load_project(project: str | os.PathLike[str] | None = None) -> Project:
     """A valid project, or InputProblems listing every error (run `engine validate`)."""
     from .checks import check_loaded  # the static checks need the whole project
 
-    loaded = load(project)
+    loaded = load(project, tests=False)  # rule tests matter to `validate` and `test` only
     check_loaded(loaded)
     if loaded.errors:
         raise InputProblems(sorted(loaded.errors, key=Diagnostic.sort_key))
