@@ -2,7 +2,7 @@
 
 1. `engine init` a project into a temporary directory (the example playbook);
 2. generate realistic data (a few thousand users) and ingest it;
-3. validate the project;
+3. run the playbook's rule tests, then validate the project;
 4. plan the playbook at a fixed time (no side effects), then run one tick at that time:
    fires are committed with the outbox and delivered — every channel of the demo project is
    the console, so the messages are printed instead of sent.
@@ -27,6 +27,9 @@ from .ingest import ingest
 from .plan import plan
 from .project import load, load_project
 from .report_text import plan_text, run_text
+from .ruletests.files import load_tests
+from .ruletests.output import format_text as format_tests
+from .ruletests.runner import run_tests
 from .run import run_once
 from .scaffold import init_project
 from .store import open_project_store
@@ -57,26 +60,33 @@ def run_demo(directory: str | None = None, users: int = 3000, seed: int = 7,
              say: Callable[[str], None] = print) -> Demo:
     root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="zailai-demo-"))
     init_project(str(root), force=True)
-    _console_everywhere(root)
     say(f"1. a project from `engine init` in {root}")
+    shipped = load_project(root)
+    tests, problems, docs = load_tests(shipped)
+    suite = run_tests(shipped, tests)
+    say("2. engine test (the playbook's rule tests, with the shipped channels):")
+    say("\n".join("   " + line for line in format_tests(suite, docs).splitlines()[-1:]))
+    if problems or suite.exit_code:
+        say(format_tests(suite, docs))
+    _console_everywhere(root)
     gen = generate(root / "data", users=users, days=60, seed=seed, end=END)
     proj = load_project(root)
     for kind, name in (("users", "users.jsonl"), ("events", "events.jsonl")):
         ingest(proj, kind, [str(root / "data" / name)], workers=0)
-    say(f"2. generated and ingested {gen.users} users and {gen.events} events")
+    say(f"3. generated and ingested {gen.users} users and {gen.events} events")
     loaded = load(root)
     check_loaded(loaded)
     result = Result(loaded.diagnostics, loaded.docs, loaded.files, len(loaded.rules))
-    say("3. engine validate: " + format_text(result).splitlines()[-1])
+    say("4. engine validate: " + format_text(result).splitlines()[-1])
     store = open_project_store(proj)
     demo = Demo(root)
     with store:
-        say("4. engine plan at " + AT.isoformat() + " (no side effects)")
+        say("5. engine plan at " + AT.isoformat() + " (no side effects)")
         say(plan_text(plan(proj, store, AT)))
         channels = {name: build_channel(cfg, {}, stream=demo.console)
                     for name, cfg in proj.config.channels.items()}
         report = run_once(proj, store, AT, channels)
-        say("5. engine run --once at the same time, delivering to the console:")
+        say("6. engine run --once at the same time, delivering to the console:")
         say(run_text(report))
     lines = demo.console.getvalue().splitlines()
     for line in lines[:8]:

@@ -272,3 +272,17 @@ def test_the_shipped_example_playbook_has_passing_tests_for_every_rule() -> None
     suite = runner.run_tests(project, tests)
     failed = [r for r in suite.results if r.status != "pass"]
     assert not failed, output.format_text(suite)
+
+
+def test_the_wheel_ships_every_example_rule_test() -> None:
+    """`engine init` copies the example's tests/*.yaml; a wheel has them only when
+    pyproject.toml force-includes each one (the pytest files must stay out)."""
+    import tomllib
+
+    from conftest import REPO
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))
+    included = config["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    shipped = {src for src, dest in included.items()
+               if src.startswith("tests/") and dest == f"engine/_data/{src}"}
+    assert shipped == {f"tests/{p.name}" for p in (REPO / "tests").glob("*.yaml")}

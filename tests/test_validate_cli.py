@@ -16,7 +16,7 @@ import pytest
 
 from engine.scaffold import init_project
 
-from conftest import Runner, run
+from conftest import REPO, Runner, run
 
 GOLDEN = Path(__file__).parent / "golden"
 TEXT_HEAD = re.compile(r"^(?P<path>\S+?):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|warning)"
@@ -253,7 +253,8 @@ def test_json_format(broken: Shop) -> None:
     assert proc.returncode == 1
     out = json.loads(proc.stdout)
     assert (out["errors"], out["warnings"], out["accepted"]) == (4, 1, 1)
-    assert out["rules"] == 16 + len(BROKEN) and out["files"] == 19 + len(BROKEN)
+    rule_tests = len(list((REPO / "tests").glob("*.yaml")))  # validate reads them too
+    assert out["rules"] == 16 + len(BROKEN) and out["files"] == 19 + rule_tests + len(BROKEN)
     for d in out["diagnostics"]:
         assert {"path", "line", "column", "severity", "code", "message"} <= set(d)
         assert isinstance(d["line"], int) and isinstance(d["column"], int)
