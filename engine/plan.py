@@ -109,18 +109,29 @@ class Snapshot:
 
     def rfm_table(self) -> str:
         if self._rfm is None:
-            self._rfm = rfmlib.materialise(self.store, from_micros(self.T),
-                                           self.project.config.purchase_event)
+            event = self.project.config.purchase_event
+            type_id = self.store.type_ids.get(event)
+            self._rfm = rfmlib.materialise(
+                self.store, from_micros(self.T), event, scores=_reads_rfm_scores(self.project),
+                source=self.summary(type_id) if type_id is not None else None)
         return self._rfm
 
-    _activity: str | None = None
+    _summaries: dict[int, str] = field(default_factory=dict)
 
-    def activity_table(self) -> str:
-        """First and last activity of every user before T, once per snapshot (lifecycle)."""
-        if self._activity is None:
-            from .store.audience import materialise_activity
-            self._activity = materialise_activity(self.conn, self.T)
-        return self._activity
+    def summary(self, type_id: int) -> str:
+        """Per-user count, first/last ts and amount of one event type before T, once per
+        snapshot: shared by the rules' unwindowed aggregates and RFM."""
+        if type_id not in self._summaries:
+            from .store.audience import materialise_summary
+            self._summaries[type_id] = materialise_summary(self.conn, self.T, type_id)
+        return self._summaries[type_id]
+
+    def drop_tables(self) -> None:
+        """Drop the per-snapshot event summaries: a long-lived connection (the daemon) would
+        otherwise keep one set per tick."""
+        for name in self._summaries.values():
+            self.conn.execute(f"DROP TABLE IF EXISTS temp.{name}")
+        self._summaries.clear()
 
     def facts(self, user_id: str, needs_rfm: bool) -> StoredFacts:
         key = user_id
@@ -133,6 +144,14 @@ class Snapshot:
         lc = self.project.config.lifecycle
         us = timedelta(microseconds=1)
         return Lifecycle(lc.new_within // us, lc.active_within // us, lc.sleeping_within // us)
+
+
+def _reads_rfm_scores(project: Project) -> bool:
+    """Whether any rule of the project reads rfm.r, rfm.f or rfm.m (not only the segment and
+    the metrics): only then are the users ranked when RFM is materialised."""
+    return any(isinstance(n, t.TRfm) and n.name in ("r", "f", "m")
+               for r in project.rules for c in (r.audience, r.unless, r.trigger.where)
+               if c is not None for n in t.walk(c.expr))
 
 
 def _uses_rfm(rule: Rule) -> bool:
@@ -159,10 +178,8 @@ class Occurrence:
 
 def scheduled_matches(snap: Snapshot, rule: Rule, slot: int) -> list[Occurrence]:
     """Audience of a schedule/every rule at T, selected in SQL."""
-    uses_lc = any(isinstance(n, t.TLifecycle) for c in (rule.audience, rule.unless)
-                  if c is not None for n in t.walk(c.expr))
     env = Env(snap.T, snap.project.config.tz, snap.store.type_ids, lifecycle=_lc_tuple(snap),
-              activity_table=snap.activity_table() if uses_lc else None)
+              summary=snap.summary)
     has_signup = _has_signup(snap)
     if rule.audience is not None:
         users = select_users(snap.conn, rule.audience.expr, env, has_signup, snap.rfm_table)
@@ -172,7 +189,7 @@ def scheduled_matches(snap: Snapshot, rule: Rule, slot: int) -> list[Occurrence]
         excluded = set(select_users(snap.conn, rule.unless.expr,
                                     Env(snap.T, snap.project.config.tz, snap.store.type_ids,
                                         rfm_table=env.rfm_table, lifecycle=_lc_tuple(snap),
-                                        activity_table=env.activity_table),
+                                        summary=snap.summary),
                                     has_signup, snap.rfm_table))
         users = [u for u in users if u not in excluded]
     key = from_micros(slot, snap.project.config.tz).isoformat()
@@ -276,8 +293,9 @@ def decide(rule: Rule, matches: Sequence[Occurrence], previous_members: set[str]
            ) -> RulePlan:
     on_enter = rule.fire == "on_enter" and rule.trigger.kind in ("schedule", "every")
     decisions = []
+    no_experiment = assign(rule.id, "", None)
     for m in matches:
-        a = assign(rule.id, m.user_id, rule.experiment)
+        a = assign(rule.id, m.user_id, rule.experiment) if rule.experiment else no_experiment
         event_id = m.event.event_id if m.event is not None else None
         if on_enter and previous_members is not None and m.user_id in previous_members:
             decisions.append(Decision(m.user_id, "suppressed", "already_entered", m.key,
@@ -351,11 +369,14 @@ def plan(project: Project, store: Store, at: datetime, rule_ids: Iterable[str] =
     if not chosen:
         rules = [r for r in project.rules if r.enabled]
     snap = Snapshot(project, store, to_micros(at))
-    plans = {r.id: plan_rule(snap, r, (slots or {}).get(r.id)) for r in rules}
-    if policy:
-        pol = Policy(snap)
-        for r in sorted(rules, key=lambda r: (-r.priority, r.id)):
-            rp = plans[r.id]
-            plans[r.id] = RulePlan(rp.rule_id, tuple(pol.apply(r, rp.decisions)), rp.left,
-                                   rp.entered)
+    try:
+        plans = {r.id: plan_rule(snap, r, (slots or {}).get(r.id)) for r in rules}
+        if policy:
+            pol = Policy(snap)
+            for r in sorted(rules, key=lambda r: (-r.priority, r.id)):
+                rp = plans[r.id]
+                plans[r.id] = RulePlan(rp.rule_id, tuple(pol.apply(r, rp.decisions)), rp.left,
+                                       rp.entered)
+    finally:
+        snap.drop_tables()
     return Plan(at, tuple(plans[r] for r in sorted(plans)))

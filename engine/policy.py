@@ -18,7 +18,7 @@ earlier rules of the same tick took.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, Sequence
 
@@ -28,7 +28,6 @@ from .store import ledger
 from .timeutil import from_micros, to_micros
 
 OPTOUT_TAG = "optout"
-FEW_CANDIDATES = 2000  # below this, consent is read per candidate rather than materialised
 POLICY_REASONS = {
     "opted_out": "the user opted out of marketing (tag `optout`)",
     "capped_rule": "the rule's own `limits` are reached for this user",
@@ -75,9 +74,27 @@ def quiet_until(at: datetime, start: time, end: time) -> datetime | None:
     return datetime(day.year, day.month, day.day, end.hour, end.minute, tzinfo=at.tzinfo)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One action of a variant, resolved for a tick: a message's usable channels in order
+    (name, is a subscription channel), or the fixed channel of any other action."""
+
+    fixed: str = ""
+    template: str | None = None
+    options: tuple[tuple[str, bool], ...] | None = None  # None: not a message
+
+
+@dataclass(frozen=True)
+class VariantPlan:
+    actions: tuple[Action, ...]
+    steps: tuple[Step, ...]
+    stocks: tuple[CouponStock, ...]  # one per coupon action of a known stock
+
+
 class Policy:
     """Applies the checks for one tick. Everything a check needs is loaded in bulk, one query
-    per rule and check (the rule's candidates sit in a temp table), never one per user."""
+    per rule and check (the rule's candidates sit in a temp table), never one per user; the
+    per-candidate pass only looks values up in dicts."""
 
     def __init__(self, snap: Any) -> None:
         self.snap = snap
@@ -89,38 +106,36 @@ class Policy:
             "SELECT user_id FROM user_list_items WHERE attr = 'tags' AND value = ?",
             (OPTOUT_TAG,))} if "tags" in self.project.datamodel.user else set()
         self.committed: dict[str, tuple[int, int]] = {}
-        self.coupon_channel = next((n for n, c in self.project.config.channels.items()
+        channels = self.project.config.channels
+        self.coupon_channel = next((n for n, c in channels.items()
                                     if c.kind == "wechat_coupon"), "")
+        self.subscribe = {n for n, c in channels.items() if c.kind == "wechat_subscribe"}
+        self.long_term = {n for n, t in self.project.templates.items() if t.kind == "long_term"}
         # per rule, filled by load():
         self.rule_counts: dict[str, int] = {}
-        self.cap_counts: dict[int, dict[str, int]] = {}
+        self.caps: list[tuple[int, str | None, int, dict[str, int]]] = []  # i, channel, max
         self.consent: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
         self.absent: dict[str, set[str]] = {}
-        self.consent_ready = False
 
     def load(self, rule: Rule, users: Sequence[str]) -> None:
         ledger.load_candidates(self.conn, users)
         self.rule_counts = ledger.bulk_rule_fires(
             self.conn, rule.id, self.T - rule.limits.per // US) if rule.limits else {}
-        self.cap_counts = {}
+        self.caps = []
         if rule.marketing:
             for i, cap in enumerate(self.project.config.policy.caps):
                 if cap.category is None or cap.category == rule.category:
-                    self.cap_counts[i] = ledger.bulk_caps(self.conn, self.T - cap.per // US,
-                                                          cap.category, cap.channel)
+                    self.caps.append((i, cap.channel, cap.max, ledger.bulk_caps(
+                        self.conn, self.T - cap.per // US, cap.category, cap.channel)))
         self.consent = {}
         self.absent = {}
         type_id = self.snap.store.type_ids.get("subscribe_authorized")
         for a in rule.all_actions():
             if not isinstance(a, MessageAction):
                 continue
-            few = len(users) <= FEW_CANDIDATES
-            if a.template and not few and not self.consent_ready:
-                ledger.materialise_consent(self.conn, type_id, self.T)
-                self.consent_ready = True
             if a.template and a.template not in self.consent:
                 self.consent[a.template] = ledger.bulk_consent(self.conn, type_id, a.template,
-                                                               self.T, few=few)
+                                                               self.T)
             for name in (a.channel, *a.fallback):
                 if name not in self.absent:
                     attr = self.recipient_attr(name)
@@ -138,70 +153,72 @@ class Policy:
         field_opt, default = RECIPIENT_FIELDS.get(cfg.kind, ("", ""))
         return str(cfg.options.get(field_opt, default)) if field_opt else None
 
-    # -- checks ----------------------------------------------------------------------------
-    def channels(self, rule: Rule, actions: Sequence[Action], user_id: str
-                 ) -> tuple[tuple[str, ...], str | None]:
-        """The channel each step will use (consent and fallback resolved), or a reason."""
-        out: list[str] = []
+    def variant_plan(self, rule: Rule, variant: str | None) -> VariantPlan:
+        actions = actions_for(rule, variant)
+        steps: list[Step] = []
+        stocks: list[CouponStock] = []
         for a in actions:
             if isinstance(a, MessageAction):
-                chosen = self.message_channel(a, user_id)
-                if chosen is None:
-                    return (), "no_consent"
-                out.append(chosen)
+                options = tuple((n, n in self.subscribe) for n in (a.channel, *a.fallback)
+                                if n in self.project.config.channels)
+                steps.append(Step(template=a.template, options=options))
             elif isinstance(a, CouponAction):
                 stock = self.project.coupons.get(a.stock)
-                out.append(self.coupon_channel if stock is not None and stock.wechat_stock_id
-                           else "")
+                steps.append(Step(self.coupon_channel if stock is not None
+                                  and stock.wechat_stock_id else ""))
+                if stock is not None:
+                    stocks.append(stock)
             elif a.kind == "webhook":
-                out.append(getattr(a, "channel", "webhook"))
+                steps.append(Step(getattr(a, "channel", "webhook")))
             else:
-                out.append("")
+                steps.append(Step())
+        return VariantPlan(actions, tuple(steps), tuple(stocks))
+
+    # -- checks (called once per candidate: lookups in what load() read, nothing else) ------
+    def channels(self, plan: VariantPlan, user_id: str) -> tuple[tuple[str, ...], str | None]:
+        """The channel each step will use (consent and fallback resolved), or a reason."""
+        out: list[str] = []
+        absent = self.absent
+        for step in plan.steps:
+            if step.options is None:
+                out.append(step.fixed)
+                continue
+            for name, subscribe in step.options:
+                if name in absent and user_id in absent[name]:
+                    continue  # no openid / phone / WeCom id to send to
+                if not subscribe or (step.template
+                                     and self.consent_left(user_id, step.template) > 0):
+                    out.append(name)
+                    break
+            else:
+                return (), "no_consent"
         return tuple(out), None
 
-    def message_channel(self, a: MessageAction, user_id: str) -> str | None:
-        for name in (a.channel, *a.fallback):
-            ch = self.project.config.channels.get(name)
-            if ch is None:
-                continue
-            if user_id in self.absent.get(name, ()):
-                continue  # no openid / phone / WeCom id to send to
-            if ch.kind != "wechat_subscribe":
-                return name
-            if a.template and self.consent_left(user_id, a.template) > 0:
-                return name
-        return None
-
     def consent_left(self, user_id: str, template: str) -> int:
-        tpl = self.project.templates.get(template)
         granted, used = self.consent.get(template, ({}, {}))
         g = granted.get(user_id, 0)
-        if tpl is not None and tpl.kind == "long_term":
+        if template in self.long_term:
             return 1 if g else 0
-        return g - used.get(user_id, 0) - self.usage.consent[(user_id, template)]
+        if not g:
+            return 0  # nothing granted: nothing left, whatever was used
+        return g - used.get(user_id, 0) - self.usage.consent.get((user_id, template), 0)
 
     def capped(self, rule: Rule, user_id: str, channels: Sequence[str]) -> str | None:
         if rule.limits is not None:
             n = self.rule_counts.get(user_id, 0)
-            if n + self.usage.rule[(rule.id, user_id)] >= rule.limits.max:
+            if n + self.usage.rule.get((rule.id, user_id), 0) >= rule.limits.max:
                 return "capped_rule"
-        if not rule.marketing:
+        if not self.caps:  # none apply: not a marketing rule, or no cap of its category
             return None
-        for i, counts in self.cap_counts.items():
-            cap = self.project.config.policy.caps[i]
-            if cap.channel is not None and cap.channel not in channels:
+        for i, channel, most, counts in self.caps:
+            if channel is not None and channel not in channels:
                 continue
-            if counts.get(user_id, 0) + self.usage.caps[(user_id, i)] >= cap.max:
+            if counts.get(user_id, 0) + self.usage.caps.get((user_id, i), 0) >= most:
                 return "capped_global"
         return None
 
-    def budget(self, actions: Sequence[Action]) -> str | None:
-        for a in actions:
-            if not isinstance(a, CouponAction):
-                continue
-            stock: CouponStock | None = self.project.coupons.get(a.stock)
-            if stock is None:
-                continue
+    def budget(self, stocks: Sequence[CouponStock]) -> str | None:
+        for stock in stocks:
             if stock.name not in self.committed:
                 self.committed[stock.name] = ledger.coupons_committed(self.conn, stock.name)
             count, fen = self.committed[stock.name]
@@ -223,43 +240,49 @@ class Policy:
         quiet = self.project.config.policy.quiet_hours
         now = from_micros(self.T, self.project.config.tz)
         until = quiet_until(now, quiet.start, quiet.end) if quiet and rule.marketing else None
+        until_us = to_micros(until) if until is not None else None
+        outcome = "fire" if until_us is None else "deferred"
+        optout = self.optout if rule.marketing else set()
+        plans = {v: self.variant_plan(rule, v) for v in {d.variant for d in decisions}}
+        channels_of, capped, budget, take = self.channels, self.capped, self.budget, self.take
         for d in decisions:
             if d.outcome != "fire":
                 out.append(d)
                 continue
-            actions = actions_for(rule, d.variant)
-            reason = None
-            if rule.marketing and d.user_id in self.optout:
-                reason = "opted_out"
-            channels, no_consent = self.channels(rule, actions, d.user_id)
-            reason = reason or self.capped(rule, d.user_id, channels)
-            reason = reason or no_consent or self.budget(actions)
+            plan = plans[d.variant]
+            user = d.user_id
+            channels, no_consent = channels_of(plan, user)
+            reason = (("opted_out" if user in optout else None)
+                      or capped(rule, user, channels) or no_consent
+                      or (budget(plan.stocks) if plan.stocks else None))
             if reason:
-                out.append(replace(d, outcome="suppressed", reason=reason))
+                out.append(_decided(d, "suppressed", reason, d.channels, d.deferred_until))
                 continue
-            self.take(rule, d.user_id, actions, channels)
-            if until is not None:
-                out.append(replace(d, outcome="deferred", channels=channels,
-                                   deferred_until=to_micros(until)))
-            else:
-                out.append(replace(d, channels=channels))
+            take(rule, plan, user, channels)
+            out.append(_decided(d, outcome, None, channels,
+                                d.deferred_until if until_us is None else until_us))
         return out
 
-    def take(self, rule: Rule, user_id: str, actions: Sequence[Action],
+    def take(self, rule: Rule, plan: VariantPlan, user_id: str,
              channels: Sequence[str]) -> None:
-        self.usage.rule[(rule.id, user_id)] += 1
-        if rule.marketing:
-            for i, cap in enumerate(self.project.config.policy.caps):
-                if cap.category is not None and cap.category != rule.category:
-                    continue
-                if cap.channel is not None and cap.channel not in channels:
-                    continue
-                self.usage.caps[(user_id, i)] += 1
-        for a, ch in zip(actions, channels):
-            if isinstance(a, MessageAction) and a.template:
-                cfg = self.project.config.channels.get(ch)
-                if cfg is not None and cfg.kind == "wechat_subscribe":
-                    self.usage.consent[(user_id, a.template)] += 1
-            if isinstance(a, CouponAction) and a.stock in self.project.coupons:
-                self.usage.coupons[a.stock] += 1
-                self.usage.coupon_fen[a.stock] += self.project.coupons[a.stock].value_fen
+        usage = self.usage
+        usage.rule[(rule.id, user_id)] += 1
+        for i, channel, _, _ in self.caps:  # (empty unless a marketing rule)
+            if channel is None or channel in channels:
+                usage.caps[(user_id, i)] += 1
+        for step, ch in zip(plan.steps, channels):
+            if step.template and step.options is not None and ch in self.subscribe:
+                usage.consent[(user_id, step.template)] += 1
+        for stock in plan.stocks:
+            usage.coupons[stock.name] += 1
+            usage.coupon_fen[stock.name] += stock.value_fen
+
+
+def _decided(d: Any, outcome: str, reason: str | None, channels: tuple[str, ...],
+             deferred_until: int | None) -> Any:
+    """`d` (a plan.Decision) with its outcome decided, built directly: dataclasses.replace
+    costs several times more over hundreds of thousands of decisions. Names every field of
+    Decision: a field added there must be carried here too."""
+    return type(d)(user_id=d.user_id, outcome=outcome, reason=reason, occurrence=d.occurrence,
+                   eval_at=d.eval_at, variant=d.variant, event_id=d.event_id,
+                   channels=channels, deferred_until=deferred_until)

@@ -41,13 +41,18 @@ def segment_names_by_code() -> list[str]:
     return out
 
 
-def materialise(store: Store, at: datetime, purchase_event: str) -> str:
+def materialise(store: Store, at: datetime, purchase_event: str, scores: bool = True,
+                source: str | None = None) -> str:
     """RFM as of `at` into a temp table keyed by user_id; returns the table name.
 
     Columns: user_id, recency_days, frequency, monetary (fen), r, f, m, segment. For the plan
     compiler: LEFT JOIN it on user_id (users with no purchase before T have no row: null).
+    Without `scores` the r, f and m columns are NULL: ranking the users is most of the cost,
+    and the segment needs only the means (plan skips it when no rule reads rfm.r/f/m).
+    `source`: the tick's per-user summary of the purchase events, if one was built.
     """
-    return store.materialise_rfm(to_micros(at), purchase_event, segment_names_by_code())
+    return store.materialise_rfm(to_micros(at), purchase_event, segment_names_by_code(),
+                                 scores, source)
 
 
 @dataclass(frozen=True)

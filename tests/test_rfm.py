@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from engine import rfm
 from engine.config import build_datamodel
 from engine.store import Store, open_store
+from engine.store.audience import materialise_summary
 from engine.timeutil import to_micros
 from store_helpers import T0, make_project, run_cli, run_ingest, write_jsonl
 
@@ -74,6 +75,13 @@ def test_rfm_matches_the_reference(raw: list[tuple[str, str, int, int | None]]) 
         load(store, events)
         rfm.materialise(store, AT, "order_paid")
         got = {r[0]: tuple(r[1:]) for r in store.rfm_rows()}
+        # as `plan` builds it: from the tick's per-user purchase summary, scores only if read
+        summary = materialise_summary(store.conn, AT_US, store.type_ids["order_paid"])
+        rfm.materialise(store, AT, "order_paid", source=summary)
+        assert {r[0]: tuple(r[1:]) for r in store.rfm_rows()} == got
+        rfm.materialise(store, AT, "order_paid", scores=False, source=summary)
+        assert {r[0]: tuple(r[1:]) for r in store.rfm_rows()} == {
+            u: v[:3] + (None, None, None) + v[6:] for u, v in got.items()}
         report = rfm.compute(store, AT, "order_paid")
     want = reference(events, AT_US)
     assert got == want

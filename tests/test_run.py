@@ -247,17 +247,3 @@ def test_run_and_deliver_refuse_while_a_daemon_holds_the_database(tmp_path: Path
         with pytest.raises(LeaseHeld, match="a daemon is running"):
             refuse_if_running(store, wall)
         refuse_if_running(store, wall + timedelta(minutes=2))  # stale: the daemon is gone
-
-
-@pytest.mark.parametrize("check", ["quota", "43101"])
-def test_materialised_consent_path_agrees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          check: str) -> None:
-    """Large candidate sets read consent from a per-tick table: same answers as the direct
-    per-candidate path the other tests use."""
-    import engine.policy
-
-    monkeypatch.setattr(engine.policy, "FEW_CANDIDATES", 0)
-    if check == "quota":
-        test_consent_is_a_quota_and_fallback_takes_over(tmp_path)
-    else:
-        test_43101_zeroes_the_consent_ledger(tmp_path)

@@ -25,7 +25,7 @@ from engine.lang.checker import Scope, check
 from engine.lang.to_python import Ctx, compile_condition
 from engine.rfm import segment_names_by_code
 from engine.store import open_store
-from engine.store.audience import Env, select_users
+from engine.store.audience import Env, materialise_summary, select_users
 from engine.store.facts import load_facts
 from engine.timeutil import to_micros
 
@@ -275,6 +275,10 @@ def evaluate_both(store: Any, text: str) -> tuple[set[str], set[str]]:
     rfm_table = store.materialise_rfm(T, "order_paid", segment_names_by_code())
     env = Env(T, TZ, store.type_ids, rfm_table=rfm_table)
     sql = set(select_users(store.conn, cond, env, has_signup=True))
+    # as `plan` runs it: unwindowed aggregates read a per-type summary shared by the tick
+    shared = Env(T, TZ, store.type_ids, rfm_table=rfm_table,
+                 summary=lambda type_id: materialise_summary(store.conn, T, type_id))
+    assert set(select_users(store.conn, cond, shared, has_signup=True)) == sql, text
     fn = compile_condition(cond)
     py = set()
     for (uid,) in store.conn.execute("SELECT user_id FROM users"):
@@ -321,6 +325,16 @@ CASES = [
     ("user.points / 0 > 1", set()),
     ("user.birthday == date(\"2000-02-29\")", {"b"}),
     ('lifecycle == "new"', {"c"}),
+    ('lifecycle == "sleeping"', {"b"}),  # no signup_at: first seen is the first event
+    ('lifecycle == "churned"', set()),
+    # counting aggregates that 0 fails are inner-joined; those 0 passes keep every user
+    ('0 < count(order_paid) and user.tier == "gold"', {"a"}),
+    ("count(order_paid) != 0", {"a", "b"}),
+    ("count(order_paid) <= 1", {"b", "c"}),
+    ("count(order_paid) > -1", {"a", "b", "c"}),
+    ('streak(checkin) >= 1 and not has_tag("x")', {"a"}),
+    ("streak(checkin) < 1", {"b", "c"}),
+    ('exists(order_paid, 7d) and lifecycle == "active"', {"a"}),
 ]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from decimal import Decimal
 from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
 from typing import Any, Callable, Mapping, Sequence
@@ -43,9 +44,11 @@ class Env:
     tz: tzinfo
     type_ids: Mapping[str, int]
     rfm_table: str | None = None
-    activity_table: str | None = None
     event: EventRow | None = None
     lifecycle: tuple[int, int, int] = (7 * DAY_US, 7 * DAY_US, 30 * DAY_US)
+    # type_id -> a shared per-user summary of that event type before T (materialise_summary):
+    # unwindowed, unfiltered count/exists/first/last/sum(amount) read it instead of a pass
+    summary: Callable[[int], str] | None = None
 
 
 class Compiler:
@@ -62,7 +65,6 @@ class Compiler:
         self.offset = fixed_offset_us(env.tz)
         self.needs_rfm = False
         self.rfm_strict = False
-        self.needs_activity = False
         self.has_signup = False
         self.strict: set[int] = set()
 
@@ -150,20 +152,41 @@ class Compiler:
         raise TypeError(f"cannot compile {type(n).__name__}")  # pragma: no cover
 
     def lifecycle(self) -> str:
-        self.needs_activity = True
+        """`lifecycle` at T, computed in the query for the rows that reach it (no per-tick
+        table over every user). Each test is one seek in the (user_id, ts) index: the last
+        event before T is >= X iff some event lies in [X, T), and the first one is >= X iff
+        none lies before X while one lies in [X, T) (read only when signup_at does not
+        decide `new`)."""
         new_w, active_w, sleeping_w = self.env.lifecycle
         T = self.bind(self.env.T)
-        first_seen = (f"(CASE WHEN u.\"signup_at\" < {T} THEN u.\"signup_at\" "
-                      "ELSE act.first_ts END)") if self.has_signup else "act.first_ts"
-        return (f"(CASE WHEN {first_seen} >= {self.bind(self.env.T - new_w)} "
-                f"AND {first_seen} < {T} THEN 'new' "
-                f"WHEN act.last_ts >= {self.bind(self.env.T - active_w)} THEN 'active' "
-                f"WHEN act.last_ts >= {self.bind(self.env.T - sleeping_w)} THEN 'sleeping' "
+
+        def any_in(lo: str | None, hi: str) -> str:
+            low = f" AND lc_e.ts >= {lo}" if lo is not None else ""
+            return (f"EXISTS (SELECT 1 FROM events lc_e WHERE lc_e.user_id = u.user_id"
+                    f"{low} AND lc_e.ts < {hi})")
+
+        since_new = self.bind(self.env.T - new_w)
+        first_new = f"(NOT {any_in(None, since_new)} AND {any_in(since_new, T)})"
+        new = (f"(CASE WHEN u.\"signup_at\" < {T} THEN u.\"signup_at\" >= {since_new} "
+               f"ELSE {first_new} END)") if self.has_signup else first_new
+        return (f"(CASE WHEN {new} THEN 'new' "
+                f"WHEN {any_in(self.bind(self.env.T - active_w), T)} THEN 'active' "
+                f"WHEN {any_in(self.bind(self.env.T - sleeping_w), T)} THEN 'sleeping' "
                 "ELSE 'churned' END)")
 
     def aggregate(self, n: t.TAgg) -> str:
         type_id = self.env.type_ids.get(n.event)
         name = f"zl_agg_{next(_counter)}"
+        col = _summary_column(n)
+        if col is not None and type_id is not None and self.env.summary is not None:
+            join = "JOIN" if id(n) in self.strict else "LEFT JOIN"
+            self.q.joins.append(f"{join} {self.env.summary(type_id)} {name} "
+                                f"ON {name}.user_id = u.user_id")
+            if n.func in ("count", "sum"):
+                return f"COALESCE({name}.{col}, 0)"
+            if n.func == "exists":
+                return f"({name}.{col} IS NOT NULL)"
+            return f"{name}.{col}"
         T = self.env.T
         where = [f"e.type_id = {self.bind(type_id if type_id is not None else -1)}",
                  f"e.ts < {self.bind(T)}"]
@@ -181,7 +204,7 @@ class Compiler:
         elif n.func == "days_with":
             value = f"COUNT(DISTINCT {self.local_day_sql('e.ts')})"
         elif n.func == "streak":
-            return self.streak(name, cond)
+            return self.streak(name, cond, "JOIN" if id(n) in self.strict else "LEFT JOIN")
         else:
             assert n.prop is not None
             col = self.expr(t.TRowField(n.type, n.span, n.event, n.prop, n.prop_standard), "e")
@@ -199,7 +222,7 @@ class Compiler:
             return f"({name}.v IS NOT NULL)"
         return f"{name}.v"
 
-    def streak(self, name: str, cond: str) -> str:
+    def streak(self, name: str, cond: str, join: str) -> str:
         """Consecutive local days with an event, ending today or yesterday (gaps and islands)."""
         day = self.local_day_sql("e.ts")
         today = local_day(self.env.T, self.env.tz)
@@ -213,7 +236,7 @@ class Compiler:
             f"  SELECT user_id, d + ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY d DESC)"
             f"    AS grp, MAX(d) OVER (PARTITION BY user_id) AS top FROM {days}"
             f") WHERE top >= {self.bind(today - 1)} AND grp = top + 1 GROUP BY user_id")
-        self.q.joins.append(f"LEFT JOIN {name} ON {name}.user_id = u.user_id")
+        self.q.joins.append(f"{join} {name} ON {name}.user_id = u.user_id")
         self.q.cleanup += [f"DROP TABLE IF EXISTS {name}", f"DROP TABLE IF EXISTS {days}"]
         return f"COALESCE({name}.v, 0)"
 
@@ -299,15 +322,18 @@ class Compiler:
     def select(self, cond: t.TExpr, has_signup: bool) -> str:
         self.has_signup = has_signup
         self.strict = strict_refs(cond)
+        if isinstance(cond, t.TAnd):
+            # SQLite tests the conjuncts in the order written: the ones that seek per row
+            # (lifecycle) go last, so they run only for rows the cheap ones let through.
+            # A conjunction is TRUE iff every conjunct is, in any order (no side effects).
+            cond = t.TAnd(cond.type, cond.span, tuple(sorted(
+                cond.items, key=lambda c: uses(c, t.TLifecycle))))
         where = self.expr(cond)
         joins = list(self.q.joins)
         if self.needs_rfm:
             assert self.env.rfm_table is not None, "RFM was not materialised"
             join = "JOIN" if self.rfm_strict else "LEFT JOIN"
             joins.append(f"{join} {self.env.rfm_table} rfm ON rfm.user_id = u.user_id")
-        if self.needs_activity:
-            assert self.env.activity_table is not None, "activity was not materialised"
-            joins.append(f"LEFT JOIN {self.env.activity_table} act ON act.user_id = u.user_id")
         return f"SELECT u.user_id FROM users u {' '.join(joins)} WHERE {where} ORDER BY u.user_id"
 
     def run(self, conn: Any, sql: str) -> Any:
@@ -328,6 +354,10 @@ def strict_refs(cond: t.TExpr) -> set[int]:
     out: set[int] = set()
     conjuncts = cond.items if isinstance(cond, t.TAnd) else (cond,)
     for c in conjuncts:
+        zero = _rejects_zero(c)
+        if zero is not None:
+            out.add(id(zero))
+            continue
         if isinstance(c, (t.TCompare, t.TStr)) or (
                 isinstance(c, t.TIn) and isinstance(c.container, t.TList) and c.container.items):
             # (`null in []` is false and `null not in []` true: only non-empty lists reject)
@@ -345,6 +375,32 @@ def strict_refs(cond: t.TExpr) -> set[int]:
                                                           and n.func != "coalesce"):
                     stack.extend(t.tchildren(n))
     return out
+
+
+_ZERO_TESTS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": lambda a, b: bool(a == b), "!=": lambda a, b: bool(a != b),
+    "<": lambda a, b: bool(a < b), "<=": lambda a, b: bool(a <= b),
+    ">": lambda a, b: bool(a > b), ">=": lambda a, b: bool(a >= b)}
+_MIRROR = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _rejects_zero(c: t.TExpr) -> t.TAgg | None:
+    """The counting aggregate of a conjunct that a user without any of its events fails:
+    `exists(E, W)` alone, or `count(E) >= 1`-like comparisons with a literal that 0 (the
+    value of a user with no row) does not satisfy. Inner-joining its table then changes no
+    result, and the aggregate's (usually small) table drives the query."""
+    if isinstance(c, t.TAgg) and c.func == "exists":
+        return c
+    if not isinstance(c, t.TCompare):
+        return None
+    agg, lit, op = c.left, c.right, c.op
+    if isinstance(agg, t.TLit):
+        agg, lit, op = lit, agg, _MIRROR[op]
+    if not (isinstance(agg, t.TAgg) and agg.func in ("count", "days_with", "streak")
+            and isinstance(lit, t.TLit) and isinstance(lit.value, (int, float, Decimal))
+            and not isinstance(lit.value, bool)):
+        return None
+    return None if _ZERO_TESTS[op](0, lit.value) else agg
 
 
 def _floordiv(a: str, unit: int) -> str:
@@ -369,13 +425,25 @@ def register_time_functions(conn: Any, tz: tzinfo) -> None:
                          deterministic=True)
 
 
-def materialise_activity(conn: Any, T: int) -> str:
-    """First and last event of each user before T (for `lifecycle`)."""
-    name = f"zl_act_{next(_counter)}"
-    conn.execute(f"CREATE TEMP TABLE {name} (user_id TEXT PRIMARY KEY, first_ts, last_ts) "
-                 "WITHOUT ROWID")
-    conn.execute(f"INSERT INTO {name} SELECT user_id, MIN(ts), MAX(ts) FROM events "
-                 "WHERE ts < ? GROUP BY user_id", (T,))
+def _summary_column(n: t.TAgg) -> str | None:
+    """The column of a per-type summary (materialise_summary) that answers `n`, if any."""
+    if n.window is not None or n.where is not None:
+        return None
+    if n.func == "sum":
+        return "amount" if n.prop == "amount" and n.prop_standard else None
+    return {"count": "n", "exists": "n", "last": "last_ts", "first": "first_ts"}.get(n.func)
+
+
+def materialise_summary(conn: Any, T: int, type_id: int) -> str:
+    """Per user with an event of `type_id` before T: how many, the first and last ts and the
+    sum of amounts (fen). One pass shared by every rule of a tick that counts or dates that
+    event type without a window or a filter, and by RFM (its purchase metrics)."""
+    name = f"zl_act_e{type_id}_{next(_counter)}"  # zl_act_: dropped with the tick's tables
+    conn.execute(f"CREATE TEMP TABLE {name} (user_id TEXT PRIMARY KEY, n, first_ts, last_ts, "
+                 "amount) WITHOUT ROWID")
+    conn.execute(f"INSERT INTO {name} SELECT user_id, COUNT(*), MIN(ts), MAX(ts), "
+                 "SUM(amount_fen) FROM events WHERE type_id = ? AND ts < ? GROUP BY user_id",
+                 (type_id, T))
     return name
 
 
@@ -390,9 +458,6 @@ def select_users(conn: Any, cond: t.TExpr, env: Env, has_signup: bool,
         if rfm is None:
             raise ValueError("the condition uses rfm.* but no RFM table is available")
         env.rfm_table = rfm()
-    cleanup_activity = None
-    if uses(cond, t.TLifecycle) and env.activity_table is None:
-        env.activity_table = cleanup_activity = materialise_activity(conn, env.T)
     sql = comp.select(cond, has_signup)
     try:
         for stmt in q.prelude:
@@ -401,9 +466,6 @@ def select_users(conn: Any, cond: t.TExpr, env: Env, has_signup: bool,
     finally:
         for stmt in q.cleanup:
             conn.execute(stmt)
-        if cleanup_activity:
-            conn.execute(f"DROP TABLE IF EXISTS {cleanup_activity}")
-            env.activity_table = None
 
 
-__all__: Sequence[str] = ("Env", "Compiler", "select_users", "materialise_activity")
+__all__: Sequence[str] = ("Env", "Compiler", "select_users", "materialise_summary")

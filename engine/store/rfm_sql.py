@@ -1,9 +1,12 @@
 """RFM as of T, computed inside the database (see LANGUAGE.md "RFM" and engine/rfm.py).
 
-One `INSERT INTO ... SELECT` streams the purchase events before T through the covering index
-(type_id, user_id, ts, amount_fen), ranks the users with window functions and compares each
-metric with the mean exactly, in integers (x * N <= sum, never a float mean). The result is a
-temporary table keyed by user_id, rebuilt on every call, so it is never stale for another T.
+One pass streams the purchase events before T through the covering index (type_id, user_id,
+ts, amount_fen) into per-user metrics. A user's score needs w, the number of users strictly
+worse: it is computed once per distinct value of each metric (a running count over a
+GROUP BY, far fewer rows than users) and joined back, rather than by ranking every user three
+times with window functions (three full sorts). Each metric is compared with the mean exactly,
+in integers (x * N <= sum, never a float mean). The result is a temporary table keyed by
+user_id, rebuilt on every call, so it is never stale for another T.
 """
 from __future__ import annotations
 
@@ -18,34 +21,42 @@ _CREATE = """CREATE TEMP TABLE rfm (
     recency_days INTEGER NOT NULL,
     frequency INTEGER NOT NULL,
     monetary INTEGER NOT NULL,      -- fen
-    r INTEGER NOT NULL, f INTEGER NOT NULL, m INTEGER NOT NULL,
+    r INTEGER, f INTEGER, m INTEGER,  -- NULL when built without scores (scores=False)
     segment TEXT NOT NULL) WITHOUT ROWID"""
 
+_BASE = "temp.zl_rfm_base"
+_WORSE = "temp.zl_rfm_worse"
+
+# One pass over the purchase events through the covering index, in user_id order.
+_FILL_BASE = f"""INSERT INTO {_BASE}(user_id, recency_days, frequency, monetary)
+SELECT user_id, (:at - MAX(ts)) / :day, COUNT(*), COALESCE(SUM(amount_fen), 0)
+FROM events WHERE type_id = :type AND ts < :at GROUP BY user_id"""
+
+_FILL_BASE_FROM = f"""INSERT INTO {_BASE}(user_id, recency_days, frequency, monetary)
+SELECT user_id, (:at - last_ts) / :day, n, COALESCE(amount, 0) FROM {{source}}"""
+
+# w (users strictly worse) per distinct value of a metric: a running count over the few
+# distinct values (recency: larger is worse; frequency, monetary: smaller is worse).
+_FILL_WORSE = f"""INSERT INTO {_WORSE}(metric, v, w)
+SELECT :metric, v, SUM(c) OVER (ORDER BY v {{order}}) - c
+FROM (SELECT {{col}} AS v, COUNT(*) AS c FROM {_BASE} GROUP BY {{col}})"""
+_METRICS = ((0, "recency_days", "DESC"), (1, "frequency", "ASC"), (2, "monetary", "ASC"))
+
 # The segment code is 4 * (R near) + 2 * (F high) + (M high); names are bound by code.
-_FILL = """INSERT INTO temp.rfm(user_id, recency_days, frequency, monetary, r, f, m, segment)
-WITH base AS (
-    SELECT user_id,
-           (:at - MAX(ts)) / :day AS recency_days,
-           COUNT(*) AS frequency,
-           COALESCE(SUM(amount_fen), 0) AS monetary
-    FROM events
-    WHERE type_id = :type AND ts < :at
-    GROUP BY user_id),
-totals AS (
-    SELECT COUNT(*) AS n, SUM(recency_days) AS sr, SUM(frequency) AS sf, SUM(monetary) AS sm
-    FROM base),
-ranked AS (
-    SELECT b.user_id, b.recency_days, b.frequency, b.monetary, t.n, t.sr, t.sf, t.sm,
-           RANK() OVER (ORDER BY b.recency_days DESC) - 1 AS wr,
-           RANK() OVER (ORDER BY b.frequency) - 1 AS wf,
-           RANK() OVER (ORDER BY b.monetary) - 1 AS wm
-    FROM base b, totals t)
-SELECT user_id, recency_days, frequency, monetary,
-       1 + 5 * wr / n, 1 + 5 * wf / n, 1 + 5 * wm / n,
-       CASE 4 * (recency_days * n <= sr) + 2 * (frequency * n >= sf) + (monetary * n >= sm)
+# Means are compared exactly, in integers: x * N <= sum, never a float mean.
+_FILL = f"""INSERT INTO temp.rfm(user_id, recency_days, frequency, monetary, r, f, m, segment)
+SELECT b.user_id, b.recency_days, b.frequency, b.monetary,
+       {{scores}},
+       CASE 4 * (b.recency_days * :n <= :sr) + 2 * (b.frequency * :n >= :sf)
+            + (b.monetary * :n >= :sm)
            WHEN 7 THEN :s7 WHEN 6 THEN :s6 WHEN 5 THEN :s5 WHEN 4 THEN :s4
            WHEN 3 THEN :s3 WHEN 2 THEN :s2 WHEN 1 THEN :s1 ELSE :s0 END
-FROM ranked"""
+FROM {_BASE} b {{joins}}"""
+_SCORES = "1 + 5 * wr.w / :n, 1 + 5 * wf.w / :n, 1 + 5 * wm.w / :n"
+_SCORE_JOINS = f"""
+CROSS JOIN {_WORSE} wr ON wr.metric = 0 AND wr.v = b.recency_days
+CROSS JOIN {_WORSE} wf ON wf.metric = 1 AND wf.v = b.frequency
+CROSS JOIN {_WORSE} wm ON wm.metric = 2 AND wm.v = b.monetary"""
 
 
 @dataclass(frozen=True)
@@ -63,16 +74,38 @@ class RfmTotals:
 
 
 def materialise(conn: sqlite3.Connection, at_us: int, type_id: int,
-                segment_names: Sequence[str]) -> str:
+                segment_names: Sequence[str], scores: bool = True,
+                source: str | None = None) -> str:
     """(Re)build the RFM temp table as of `at_us`; returns its name. `segment_names[code]`
-    names the segment with code 4*R_near + 2*F_high + M_high."""
+    names the segment with code 4*R_near + 2*F_high + M_high. Without `scores`, r, f and m
+    are left NULL (the segment needs only the means): for callers that never read them.
+    `source`: a per-user summary of the purchase events before `at_us` already built for this
+    tick (audience.materialise_summary), read instead of the events."""
     if len(segment_names) != 8:
         raise ValueError("eight segment names, indexed by code")
     params: dict[str, object] = {"at": at_us, "day": 86_400_000_000, "type": type_id}
-    params.update({f"s{i}": name for i, name in enumerate(segment_names)})
-    conn.execute("DROP TABLE IF EXISTS temp.rfm")
-    conn.execute(_CREATE)
-    conn.execute(_FILL, params)
+    for stmt in ("DROP TABLE IF EXISTS temp.rfm", f"DROP TABLE IF EXISTS {_BASE}",
+                 f"DROP TABLE IF EXISTS {_WORSE}", _CREATE,
+                 f"CREATE TEMP TABLE {_BASE.split('.')[1]} (user_id TEXT PRIMARY KEY, "
+                 "recency_days INTEGER, frequency INTEGER, monetary INTEGER) WITHOUT ROWID",
+                 f"CREATE TEMP TABLE {_WORSE.split('.')[1]} (metric INTEGER, v INTEGER, "
+                 "w INTEGER, PRIMARY KEY (metric, v)) WITHOUT ROWID"):
+        conn.execute(stmt)
+    try:
+        conn.execute(_FILL_BASE if source is None else _FILL_BASE_FROM.format(source=source),
+                     params)
+        n, sr, sf, sm = conn.execute(f"SELECT COUNT(*), SUM(recency_days), SUM(frequency), "
+                                     f"SUM(monetary) FROM {_BASE}").fetchone()
+        if n:
+            for metric, col, order in _METRICS if scores else ():  # fixed names, never input
+                conn.execute(_FILL_WORSE.format(col=col, order=order), {"metric": metric})
+            params = {"n": n, "sr": sr, "sf": sf, "sm": sm}
+            params.update({f"s{i}": name for i, name in enumerate(segment_names)})
+            conn.execute(_FILL.format(scores=_SCORES, joins=_SCORE_JOINS) if scores else
+                         _FILL.format(scores="NULL, NULL, NULL", joins=""), params)
+    finally:
+        conn.execute(f"DROP TABLE IF EXISTS {_BASE}")
+        conn.execute(f"DROP TABLE IF EXISTS {_WORSE}")
     return RFM_TABLE
 
 

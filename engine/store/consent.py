@@ -1,0 +1,86 @@
+"""Subscription-message consent: the accepts, kept as a derived table, and the policy's reads.
+
+Each `subscribe_authorized` event grants one send of its `template` (props) to its user. The
+policy needs, per candidate user and template, the accepts with ts < T after the user's quota
+was last zeroed (WeChat 43101). Extracting the template from the JSON props of millions of
+events on every tick was the largest cost of `plan`; instead `consent_accepts` holds one row
+(user_id, ts, event_id, props) per accept, kept by triggers on `events`:
+
+- AFTER INSERT: any INSERT fills it, whichever code path writes events. `INSERT OR IGNORE` of
+  an event already stored inserts no row, so the trigger does not fire: re-ingest never
+  double-counts. The key includes event_id, so a second firing would be ignored anyway.
+- AFTER DELETE / AFTER UPDATE keep it equal to the events table when events are removed or
+  corrected.
+
+The table keeps every accept with its ts, so the count stays exact for any T (backtests plan
+at past instants); the template is read from the props of the candidates' accepts only. The
+migration that creates it backfills the events already stored.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+GRANTS = "consent_accepts"
+
+_IS_CONSENT = ("{row}.type_id = (SELECT type_id FROM event_types "
+               "WHERE name = 'subscribe_authorized')")
+_INSERT = (f"INSERT OR IGNORE INTO {GRANTS}(user_id, ts, event_id, props) "
+           "SELECT NEW.user_id, NEW.ts, NEW.event_id, NEW.props")
+_DELETE = (f"DELETE FROM {GRANTS} WHERE user_id = OLD.user_id AND ts = OLD.ts "
+           "AND event_id = OLD.event_id;")
+
+# The engine migration that creates, fills and maintains the table (engine/store/schema.py).
+# The trigger copies the props as they are: computing anything in a trigger (json_extract,
+# even length()) made each event insert several times slower in SQLite 3.40, where copying
+# columns costs almost nothing; the template is read from the props of the candidates' few
+# accepts instead. An interim form of this table, `consent_grants`, is dropped.
+MIGRATION: tuple[str, ...] = (
+    "DROP TRIGGER IF EXISTS consent_grants_insert",
+    "DROP TRIGGER IF EXISTS consent_grants_delete",
+    "DROP TRIGGER IF EXISTS consent_grants_update",
+    "DROP TABLE IF EXISTS consent_grants",
+    f"""CREATE TABLE IF NOT EXISTS {GRANTS} (
+           user_id TEXT NOT NULL,
+           ts INTEGER NOT NULL,
+           event_id TEXT NOT NULL,
+           props TEXT,
+           PRIMARY KEY (user_id, ts, event_id)) WITHOUT ROWID""",
+    f"INSERT OR IGNORE INTO {GRANTS}(user_id, ts, event_id, props) "
+    f"SELECT e.user_id, e.ts, e.event_id, e.props FROM events e "
+    f"WHERE {_IS_CONSENT.format(row='e')}",
+    f"""CREATE TRIGGER IF NOT EXISTS {GRANTS}_insert AFTER INSERT ON events
+        WHEN {_IS_CONSENT.format(row='NEW')}
+        BEGIN {_INSERT}; END""",
+    f"""CREATE TRIGGER IF NOT EXISTS {GRANTS}_delete AFTER DELETE ON events
+        WHEN {_IS_CONSENT.format(row='OLD')}
+        BEGIN {_DELETE} END""",
+    f"""CREATE TRIGGER IF NOT EXISTS {GRANTS}_update AFTER UPDATE ON events
+        BEGIN {_DELETE}
+        {_INSERT} WHERE {_IS_CONSENT.format(row='NEW')};
+        END""",
+)
+
+
+def granted(conn: Any, candidates: str, template: str, before: int,
+            zeroed: bool) -> dict[str, int]:
+    """Accepts of `template` with ts < `before` per user of the `candidates` temp table,
+    counting only those after the user's quota was zeroed when `zeroed` (the ledger exists):
+    one index range per candidate (its few accepts), whatever the number stored."""
+    # CROSS JOIN keeps the candidates as the outer loop (SQLite would otherwise scan every
+    # accept and probe the candidates: slow when they are few)
+    sql = (f"SELECT c.user_id, COUNT(*) FROM {candidates} c CROSS JOIN {GRANTS} g "
+           "ON g.user_id = c.user_id AND g.ts < ?2 ")
+    if zeroed:
+        sql += ("LEFT JOIN consent_zeroed z ON z.user_id = c.user_id AND z.template = ?1 "
+                "WHERE (z.at IS NULL OR g.ts > z.at) AND ")
+    else:
+        sql += "WHERE "
+    sql += "json_extract(g.props, '$.template') = ?1 GROUP BY c.user_id"
+    return dict(conn.execute(sql, (template, before)))
+
+
+def accepted_templates(conn: Any) -> set[str]:
+    """The templates some user ever accepted."""
+    return {str(t) for (t,) in conn.execute(
+        f"SELECT DISTINCT json_extract(props, '$.template') FROM {GRANTS} "
+        "WHERE json_extract(props, '$.template') IS NOT NULL")}
