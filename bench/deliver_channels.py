@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -24,18 +25,49 @@ import httpx  # noqa: E402
 
 from engine.channels import SENT, SendRequest, build_channel  # noqa: E402
 from engine.config import Channel  # noqa: E402
-from tests.fake_wechat import APPID, TEMPLATE_ID, FakeWeChat  # noqa: E402
+from tests.fake_wechat import APPID, TEMPLATE_ID, FakeWeChat, load_templates  # noqa: E402,E501
 
 
-def start_fake(in_process: bool) -> tuple[str, dict[str, str], Any]:
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_fake(in_process: bool, templates: Path | None = None
+               ) -> tuple[str, dict[str, str], Any]:
+    """(url, env, handle) of the fake: a separate process, or a server in this one."""
     if in_process:
-        fake = FakeWeChat().start()
+        fake = FakeWeChat(templates=load_templates(templates) if templates else None).start()
         return fake.url, fake.env(), fake
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_wechat", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_wechat", "--port", "0"]
+                            + (["--templates", str(templates)] if templates else []),
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     info = json.loads(proc.stdout.readline())
     return info["url"], info["env"], proc
+
+
+def fake_cpu(handle: Any) -> float:
+    """CPU seconds the fake's process has used (0 when it runs in this process)."""
+    return 0.0 if isinstance(handle, FakeWeChat) else process_cpu(handle.pid)
+
+
+def fake_sends(url: str, handle: Any) -> tuple[int, int]:
+    """(subscription messages accepted, duplicates) as the fake saw them."""
+    if isinstance(handle, FakeWeChat):
+        return len(handle.accepted_for("subscribe")), len(handle.duplicates())
+    state = httpx.get(f"{url}/_fake/state", timeout=60).json()
+    return (sum(a["endpoint"] == "subscribe" for a in state["accepted"]),
+            len(state["duplicates"]))
+
+
+def stop_fake(handle: Any) -> None:
+    if isinstance(handle, FakeWeChat):
+        handle.stop()
+    else:
+        handle.terminate()
+        handle.wait(timeout=10)
 
 
 def main() -> int:
@@ -59,28 +91,23 @@ def main() -> int:
                     for i in range(args.messages)]
         channel.send(SendRequest("warm-up", "wechat_subscribe", "message", "u", "oWarm",
                                  requests[0].payload))  # the token fetch and first connection
+        fake_start = fake_cpu(handle)
         with ThreadPoolExecutor(args.workers) as pool:
-            start = time.perf_counter()
+            cpu, start = time.process_time(), time.perf_counter()
             results = list(pool.map(channel.send, requests))
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        fake_used = fake_cpu(handle) - fake_start
         channel.close()
         sent = sum(r.status == SENT for r in results)
         others = sorted({f"{r.status}:{r.code}" for r in results if r.status != SENT})
-        if isinstance(handle, FakeWeChat):
-            accepted = len(handle.accepted_for("subscribe")) - 1
-            dupes = len(handle.duplicates())
-        else:
-            state = httpx.get(f"{url}/_fake/state", timeout=30).json()
-            accepted = sum(a["endpoint"] == "subscribe" for a in state["accepted"]) - 1
-            dupes = len(state["duplicates"])
+        accepted, dupes = fake_sends(url, handle)
+        accepted -= 1  # the warm-up
     finally:
-        if isinstance(handle, FakeWeChat):
-            handle.stop()
-        else:
-            handle.terminate()
-            handle.wait(timeout=10)
+        stop_fake(handle)
     print(f"{args.messages} wechat_subscribe messages, {args.workers} workers, one channel: "
-          f"{elapsed:.2f} s, {args.messages / elapsed:,.0f} messages/s")
+          f"{elapsed:.2f} s, {args.messages / elapsed:,.0f} messages/s; channel CPU {cpu:.2f} s "
+          f"({cpu / args.messages * 1e3:.2f} ms/message), fake server CPU {fake_used:.2f} s; "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"sent {sent}, accepted by the fake {accepted}, duplicates {dupes}"
           + (f", other results {others}" if others else ""))
     ok = sent == accepted == args.messages and dupes == 0

@@ -1,17 +1,20 @@
 """Benchmark: the whole delivery loop (render, guard, send, record) to the local fake server.
 
-Usage: python bench/delivery.py [--messages 3000]
-Starts the fake WeChat server (tests/fake_wechat.py) in this process on 127.0.0.1, builds a
-project whose rule sends one subscription message to N users with consent, commits the tick,
-then times `deliver()`: every item rendered in the sandbox, checked against the keyword limits
-and phrase lists, sent through the real wechat_subscribe channel over HTTP and recorded in the
-outbox. Goal (issue 5): >= 2,000 messages/s. (bench/deliver_channels.py measures the channel
-alone.)
+Usage: python bench/delivery.py [--messages 3000] [--in-process]
+Starts the fake WeChat server (tests/fake_wechat.py) as a separate process on 127.0.0.1 (as
+bench/deliver_channels.py does; `--in-process` runs it in this process, where it shares the
+GIL with the engine), builds a project whose rule sends one subscription message to N users
+with consent, commits the tick, then times `deliver()`: every item rendered in the sandbox,
+checked against the keyword limits and phrase lists, sent through the real wechat_subscribe
+channel over HTTP and recorded in the outbox. Checks with the fake that every message was
+accepted exactly once. Goal (issue 5): >= 2,000 messages/s. (bench/deliver_channels.py
+measures the channel alone.)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -23,10 +26,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from fake_wechat import FakeWeChat, load_templates  # noqa: E402
-
+from bench.deliver_channels import fake_cpu, fake_sends, start_fake, stop_fake  # noqa: E402
 from engine.channels import build_channel  # noqa: E402
 from engine.commit import tick  # noqa: E402
 from engine.outbox import deliver  # noqa: E402
@@ -34,6 +35,7 @@ from engine.project import load_project  # noqa: E402
 from engine.resources import PROJECT_FILES, example_project, schemas_dir  # noqa: E402
 from engine.store import open_project_store  # noqa: E402
 from engine.timeutil import to_micros  # noqa: E402
+from tests.fake_wechat import APPID  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "deliver"
 T = datetime(2026, 11, 20, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
@@ -49,11 +51,17 @@ actions:
 """
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=3000)
-    n = ap.parse_args().messages
-    with FakeWeChat(templates=load_templates(ROOT / "templates.yaml")) as fake:
+    ap.add_argument("--concurrency", type=int, default=16,
+                    help="the channel's `concurrency` (worker threads and connections)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run the fake in this process (shares the GIL: slower)")
+    args = ap.parse_args()
+    n = args.messages
+    url, env, handle = start_fake(args.in_process, ROOT / "templates.yaml")
+    try:
         if OUT.exists():
             shutil.rmtree(OUT)
         OUT.mkdir(parents=True)
@@ -61,8 +69,8 @@ def main() -> None:
             shutil.copyfile(example_project() / name, OUT / name)
         cfg = yaml.safe_load((OUT / "engine.yaml").read_text("utf-8"))
         cfg["policy"] = {}
-        cfg["channels"] = {"wechat_subscribe": {**fake.options("wechat_subscribe"),
-                                                "concurrency": 16}}
+        cfg["channels"] = {"wechat_subscribe": {"appid": APPID, "secret_env": "WECHAT_APPSECRET",
+                                                "base_url": url, "concurrency": args.concurrency}}
         (OUT / "engine.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), "utf-8")
         shutil.copytree(schemas_dir(), OUT / "schemas")
         (OUT / "rules").mkdir()
@@ -78,16 +86,23 @@ def main() -> None:
                                  for i in range(n)])
         tick(proj, store, T, ["notice"], {"notice": to_micros(T)})
         channels = {"wechat_subscribe": build_channel(proj.config.channels["wechat_subscribe"],
-                                                      fake.env())}
-        start = time.perf_counter()
+                                                      env)}
+        fake_start = fake_cpu(handle)
+        cpu, start = time.process_time(), time.perf_counter()
         report = deliver(proj, store, channels, T)
-        took = time.perf_counter() - start
-        sent = report.as_json().get("sent", 0)
-        print(f"delivered {sent} messages in {took:.2f} s: {sent / took:,.0f} messages/s; "
-              f"fake accepted {len(fake.accepted_for('subscribe'))}, duplicates "
-              f"{fake.duplicates()}")
+        took, cpu = time.perf_counter() - start, time.process_time() - cpu
+        fake_used = fake_cpu(handle) - fake_start
         store.close()
+        sent = report.as_json().get("sent", 0)
+        got, dupes = fake_sends(url, handle)
+    finally:
+        stop_fake(handle)
+    where = "in process" if args.in_process else f"out of process, its CPU {fake_used:.2f} s"
+    print(f"delivered {sent} messages in {took:.2f} s: {sent / took:,.0f} messages/s "
+          f"(engine CPU {cpu:.2f} s = {cpu / max(1, sent) * 1e3:.2f} ms/message; fake {where}; "
+          f"load average {os.getloadavg()[0]:.1f}); fake accepted {got}, duplicates {dupes}")
+    return 0 if sent == got == n and dupes == 0 else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,20 +5,26 @@ The plan is computed inside the same `BEGIN IMMEDIATE` transaction that writes i
 consent quotas and budgets checked at plan time are re-checked against exactly the state being
 written. Committing the same fire twice is a no-op: the idempotency key (rule id, user id,
 occurrence) is the fire's primary key, and nothing else is written for a fire that exists.
+
+The writes are bulk: a rule's decisions are grouped by what they do (variant, channel per
+step, due time); each group's fires are inserted with one `executemany` (INSERT OR IGNORE, so
+fires committed before are skipped without a separate look-up), and the outbox items, consent
+uses, coupon reservations and cap rows of the group's new fires are derived from them with one
+INSERT ... SELECT per action step.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 
-from .plan import Plan, plan
+from .plan import Decision, Plan, plan
 from .policy import actions_for
 from .project import Project
-from .rules.model import CouponAction, MessageAction
+from .rules.model import CouponAction, MessageAction, Rule
 from .store import Store, ledger
 from .timeutil import to_micros
 
@@ -38,6 +44,8 @@ def action_spec(action: Any) -> dict[str, Any]:
     return spec
 
 
+
+
 def tick(project: Project, store: Store, at: datetime, rule_ids: Iterable[str],
          slots: dict[str, int], git_commit: str = "") -> CommitResult:
     """Plan the given rules at `at` and commit the result atomically (bulk writes)."""
@@ -55,56 +63,60 @@ def tick(project: Project, store: Store, at: datetime, rule_ids: Iterable[str],
     with store.transaction():
         ledger.ensure_ledger(conn)
         result = plan(project, store, at, ids, slots=slots) if ids else Plan(at, ())
-        fires: list[ledger.FireRecord] = []
+        new = repeated = items = 0
         for rp in result.rules:
             rule = project.rule(rp.rule_id)
             assert rule is not None
-            for d in rp.decisions:
-                fires.append(ledger.FireRecord(
-                    ledger.fire_id(rule.id, d.user_id, d.occurrence), rule.id, d.user_id,
-                    d.occurrence, d.outcome, d.reason, d.variant, d.event_id, T, d.eval_at,
-                    rule.content_hash, git_commit))
-        existing = ledger.existing_fires(conn, [f.fire_id for f in fires])
-        ledger.insert_fires(conn, [f for f in fires if f.fire_id not in existing])
-        outbox: list[tuple[Any, ...]] = []
-        consent: list[tuple[str, str, int, str]] = []
-        reserved: list[tuple[str, str, int]] = []
-        caps: list[tuple[str, int, str, str, str, str]] = []
-        new = 0
-        k = 0
-        for rp in result.rules:
-            rule = project.rule(rp.rule_id)
-            assert rule is not None
-            for d in rp.decisions:
-                f = fires[k]
-                k += 1
-                if f.fire_id in existing or d.outcome not in ("fire", "deferred"):
-                    continue
-                new += 1
-                actions = actions_for(rule, d.variant)
-                channels = d.channels or tuple("" for _ in actions)
-                due = d.deferred_until if d.deferred_until is not None else T
-                for step, (action, channel) in enumerate(zip(actions, channels)):
-                    item = ledger.item_id(f.fire_id, step)
-                    outbox.append((item, f.fire_id, step, action.kind, channel, d.user_id,
-                                   spec_json(action), due, due, T))
-                    if isinstance(action, MessageAction) and action.template:
-                        cfg = project.config.channels.get(channel)
-                        tpl = project.templates.get(action.template)
-                        if cfg is not None and cfg.kind == "wechat_subscribe" and tpl is not None \
-                                and tpl.kind == "one_time":
-                            consent.append((d.user_id, action.template, T, item))
-                    if isinstance(action, CouponAction) and action.stock in project.coupons:
-                        reserved.append((item, action.stock,
-                                         project.coupons[action.stock].value_fen))
-                if rule.marketing:
-                    used = sorted({c for c in channels if c}) or [""]
-                    caps.extend((d.user_id, T, rule.id, rule.category, c, f.fire_id) for c in used)
+            for key, rows in _groups(rule, rp.decisions, T, git_commit).items():
+                span = ledger.insert_fires(conn, rows)
+                repeated += len(rows) - span.count
+                if key is not None and span.count:
+                    new += span.count
+                    items += _write_steps(project, store, rule, key, span, T, spec_json)
             ledger.set_tick(conn, rule.id, T, rule.content_hash)
             if rp.entered or rp.left:
                 ledger.set_members(conn, rule.id, rp.left, rp.entered, T)
-        ledger.insert_outbox(conn, outbox)
-        ledger.insert_consent_uses(conn, consent)
-        ledger.reserve_coupons(conn, reserved)
-        ledger.insert_caps(conn, caps)
-        return CommitResult(result, new, len(existing), len(outbox))
+        return CommitResult(result, new, repeated, items)
+
+
+def _groups(rule: Rule, decisions: Iterable[Decision], T: int,
+            git_commit: str) -> dict[Any, list[tuple[Any, ...]]]:
+    """The fire rows of a rule's decisions, grouped by what the fires do (one pass)."""
+    rid, chash, fire_id = rule.id, rule.content_hash, ledger.fire_id
+    groups: dict[Any, list[tuple[Any, ...]]] = {}
+    for d in decisions:
+        acts = d.outcome == "fire" or d.outcome == "deferred"
+        key = (d.variant, d.channels, T if d.deferred_until is None else d.deferred_until) \
+            if acts else None
+        rows = groups.get(key)
+        if rows is None:
+            rows = groups[key] = []
+        rows.append((fire_id(rid, d.user_id, d.occurrence), rid, d.user_id, d.occurrence,
+                     d.outcome, d.reason, d.variant, d.event_id, T, d.eval_at, chash, git_commit))
+    return groups
+
+
+def _write_steps(project: Project, store: Store, rule: Rule, key: Any, span: ledger.FireSpan,
+                 T: int, spec_json: Callable[[Any], str]) -> int:
+    """The outbox items, consent uses, coupon reservations and cap rows of a group's new fires."""
+    conn = store.conn
+    variant, channels, due = key
+    actions = actions_for(rule, variant)
+    channels = channels or tuple("" for _ in actions)
+    items = 0
+    for step, (action, channel) in enumerate(zip(actions, channels)):
+        items += ledger.outbox_from_fires(conn, span, step, action.kind, channel,
+                                          spec_json(action), due, T)
+        if isinstance(action, MessageAction) and action.template:
+            cfg = project.config.channels.get(channel)
+            tpl = project.templates.get(action.template)
+            if cfg is not None and cfg.kind == "wechat_subscribe" and tpl is not None \
+                    and tpl.kind == "one_time":
+                ledger.consent_from_fires(conn, span, step, action.template, T)
+        if isinstance(action, CouponAction) and action.stock in project.coupons:
+            ledger.reserve_from_fires(conn, span, step, action.stock,
+                                      project.coupons[action.stock].value_fen)
+    if rule.marketing:
+        for c in sorted({c for c in channels if c}) or [""]:
+            ledger.caps_from_fires(conn, span, T, rule.category, c)
+    return items

@@ -8,17 +8,22 @@
 - Transient errors (`retry`) back off exponentially with jitter (deterministic per item and
   attempt) and become `dead` after `max_attempts` (channel option, default 5).
 - Sends to one user are serialised (WeChat 43108); channels run with bounded concurrency.
+- Work goes in chunks (CHUNK items): the main thread renders a chunk, marks it `sending` in
+  one transaction that also records the results that came back, and hands it to the channel's
+  workers, then renders the next chunk while they send.
 - Rendered values are checked again at send time (keyword limits, forced-share and
   false-claim phrases): a violation fails the item with a reason instead of sending it.
 """
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
+
+import orjson
 
 from . import compliance, render
 from .channels.base import FAILED, RETRY, SENT, UNKNOWN, Channel, SendRequest, SendResult
@@ -28,6 +33,7 @@ from .store import Store, ledger
 from .store.facts import _convert
 from .timeutil import from_micros, to_micros
 
+GUARDED_LISTS = ("forced_share", "false_claim")
 BACKOFF_BASE_S = 30
 BACKOFF_MAX_S = 3600
 DEFAULT_MAX_ATTEMPTS = 5
@@ -65,27 +71,52 @@ class Deliverer:
         self.T = to_micros(at)
         self.tz = project.config.tz
         self.report = DeliveryReport()
-        self.lists = compliance.phrase_lists(project.config.phrases)
+        self.lists = {k: v for k, v in compliance.phrase_lists(project.config.phrases).items()
+                      if k in GUARDED_LISTS}  # checked at send time; the others by `validate`
+        self.folded = tuple(p.casefold() for v in self.lists.values() for p in v)
+        self.now = from_micros(self.T, self.tz)
+        pii = project.datamodel.pii_fields()  # never rendered, whatever the template says
+        self.user_fields = [(k, f.type, str(f.type) == "timestamp")
+                            for k, f in project.datamodel.user.items() if k not in pii]
+        self.guarded: dict[tuple[str, str | None, str], str | None] = {}
+        self.prepare([])
 
     # -- rendering ---------------------------------------------------------------------------
+    def prepare(self, items: list[ledger.Item]) -> None:
+        """Read what rendering needs for a round's items in a few queries (fires, users,
+        coupons, events), instead of several queries per item."""
+        fire_ids = {i.fire_id for i in items}
+        self.fires = ledger.fire_contexts(self.conn, fire_ids)
+        self.users = ledger.users_by_id(self.conn, {i.user_id for i in items})
+        self.coupons = ledger.coupons_of_fires(self.conn, fire_ids)
+        self.events = ledger.events_by_id(
+            self.conn, {str(f["event_id"]) for f in self.fires.values() if f.get("event_id")})
+        self.user_ctx: dict[str, dict[str, Any]] = {}
+
+    def fire(self, item: ledger.Item) -> dict[str, Any]:
+        return self.fires.get(item.fire_id) or ledger.fire_context(self.conn, item.fire_id)
+
+    def user_context(self, user_id: str) -> dict[str, Any]:
+        known = self.user_ctx.get(user_id)
+        if known is not None:
+            return known
+        row = self.users.get(user_id) or {}
+        user: dict[str, Any] = {"user_id": user_id}
+        for k, ftype, stamp in self.user_fields:
+            v = _convert(row.get(k), ftype)
+            user[k] = from_micros(v, self.tz) if stamp and v is not None else v
+        self.user_ctx[user_id] = user
+        return user
+
     def context(self, item: ledger.Item) -> dict[str, Any]:
-        fire = ledger.fire_context(self.conn, item.fire_id)
-        row = self.store.user(item.user_id) or {}
-        pii = self.project.datamodel.pii_fields()  # never rendered, whatever the template says
-        user: dict[str, Any] = {"user_id": item.user_id}
-        for k, f in self.project.datamodel.user.items():
-            if k in pii:
-                continue
-            v = _convert(row.get(k), f.type)
-            user[k] = from_micros(v, self.tz) if str(f.type) == "timestamp" and v is not None \
-                else v
-        ctx: dict[str, Any] = {"user": user, "now": from_micros(self.T, self.tz),
+        fire = self.fires.get(item.fire_id) or {}
+        ctx: dict[str, Any] = {"user": self.user_context(item.user_id), "now": self.now,
                                "variant": fire.get("variant")}
         rule = self.project.rule(str(fire.get("rule_id")))
         ctx["rule"] = {"id": fire.get("rule_id"), "name": rule.name if rule else ""}
-        coupon = ledger.coupon_of_fire(self.conn, item.fire_id)
+        coupon = self.coupons.get(item.fire_id)
         if coupon is None and str(fire.get("occurrence", "")).startswith("coupon:"):
-            coupon = self.coupon_by_id(str(fire["occurrence"])[7:])
+            coupon = ledger.coupon_by_id(self.conn, str(fire["occurrence"])[7:])
         if coupon is not None:
             stock = self.project.coupons.get(coupon["stock"])
             ctx["coupon"] = {
@@ -96,21 +127,31 @@ class Deliverer:
                 "issued_at": from_micros(coupon["issued_at"], self.tz),
                 "expires_at": from_micros(coupon["expires_at"], self.tz)}
         event_id = fire.get("event_id")
-        if event_id:
-            ev = self.conn.execute("SELECT ts, amount_fen, props FROM events WHERE event_id = ?",
-                                   (event_id,)).fetchone()
-            if ev is not None:
-                import orjson
-                props = orjson.loads(ev[2]) if ev[2] else {}
-                ctx["event"] = {"event_id": event_id, "ts": from_micros(ev[0], self.tz),
-                                "amount": ev[1], **props}
+        ev = self.events.get(str(event_id)) if event_id else None
+        if ev is not None:
+            props = orjson.loads(ev[2]) if ev[2] else {}
+            ctx["event"] = {"event_id": event_id, "ts": from_micros(ev[0], self.tz),
+                            "amount": ev[1], **props}
         return ctx
 
-    def coupon_by_id(self, coupon_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT coupon_id, stock, value_fen, issued_at, expires_at FROM "
-                                "issued_coupons WHERE coupon_id = ?", (coupon_id,)).fetchone()
-        return None if row is None else dict(zip(
-            ("coupon_id", "stock", "value_fen", "issued_at", "expires_at"), row))
+    def guard(self, name: str, kind: str | None, value: str) -> str | None:
+        """Why a rendered value may not be sent (the limits of template keyword `name` of
+        `kind`, when given; forced-share and false-claim phrases), or None. Memoised: the
+        fixed parts of a message are checked once per delivery run."""
+        key = (name, kind, value)
+        if key in self.guarded:
+            return self.guarded[key]
+        problem = compliance.keyword_problem(kind, value) if kind is not None else None
+        if problem:
+            problem = f"keyword_limit: {name}: {problem}"
+        elif _contains_any(value.casefold(), self.folded):  # else no phrase can match
+            hits = [h for h in compliance.phrase_hits(value, self.lists)
+                    if h.code in ("FORCED_SHARE", "FALSE_CLAIM")]
+            problem = f"compliance: {hits[0].code} `{hits[0].phrase}`" if hits else None
+        if len(self.guarded) >= GUARD_MEMO:
+            self.guarded.clear()
+        self.guarded[key] = problem
+        return problem
 
     def rendered(self, item: ledger.Item, kind: str) -> tuple[dict[str, Any], str | None]:
         """The payload for the channel, or why it may not be sent."""
@@ -124,22 +165,17 @@ class Deliverer:
                 tpl = self.project.templates.get(str(spec.get("template")))
                 if tpl is None:
                     return {}, "template_unknown"
-                data = {k: render.render(str(v), ctx) for k, v in (spec.get("data") or {}).items()}
+                data = {k: _render(str(v), ctx) for k, v in (spec.get("data") or {}).items()}
                 for key, value in data.items():
-                    problem = compliance.keyword_problem(tpl.keywords.get(key, "thing"), value)
+                    problem = self.guard(key, tpl.keywords.get(key, "thing"), value)
                     if problem:
-                        return {}, f"keyword_limit: {key}: {problem}"
-                    hits = [h for h in compliance.phrase_hits(value, self.lists)
-                            if h.code in ("FORCED_SHARE", "FALSE_CLAIM")]
-                    if hits:
-                        return {}, f"compliance: {hits[0].code} `{hits[0].phrase}`"
-                page = render.render(spec["page"], ctx) if spec.get("page") else ""
+                        return {}, problem
+                page = _render(spec["page"], ctx) if spec.get("page") else ""
                 return {"template_id": tpl.id, "page": page, "data": data}, None
-            text = render.render(str(spec.get("text") or ""), ctx)
-            hits = [h for h in compliance.phrase_hits(text, self.lists)
-                    if h.code in ("FORCED_SHARE", "FALSE_CLAIM")]
-            if hits:
-                return {}, f"compliance: {hits[0].code} `{hits[0].phrase}`"
+            text = _render(str(spec.get("text") or ""), ctx)
+            problem = self.guard("", None, text)
+            if problem:
+                return {}, problem
             return {"text": text}, None
         except Exception as exc:  # noqa: BLE001 - a template error fails this item only
             return {}, f"render: {type(exc).__name__}: {exc}"
@@ -147,7 +183,7 @@ class Deliverer:
     # -- internal actions ----------------------------------------------------------------------
     def internal(self, item: ledger.Item) -> None:
         spec = item.spec
-        fire = ledger.fire_context(self.conn, item.fire_id)
+        fire = self.fire(item)
         with self.store.transaction():
             if item.kind == "coupon":
                 self.issue_coupon(item, item.item_id, fire)
@@ -178,7 +214,7 @@ class Deliverer:
         recipient = ""
         if field_opt:
             attr = str(cfg.options.get(field_opt, default)) if cfg else default
-            row = self.store.user(item.user_id) or {}
+            row = self.users.get(item.user_id) or {}
             recipient = str(row.get(attr) or "")
             if not recipient:
                 return None, f"no_recipient: user has no {attr}"
@@ -202,8 +238,7 @@ class Deliverer:
         if True:
             if res.status == SENT:
                 if item.kind == "coupon":
-                    fire = ledger.fire_context(self.conn, item.fire_id)
-                    self.issue_coupon(item, res.provider_id or item.item_id, fire)
+                    self.issue_coupon(item, res.provider_id or item.item_id, self.fire(item))
                 ledger.mark(self.conn, item.item_id, "sent", self.T, res.code, res.detail,
                             res.provider_id)
                 state = "sent"
@@ -228,25 +263,32 @@ class Deliverer:
         self.report.add(state)
 
     def record_all(self, done: list[tuple[ledger.Item, SendResult]]) -> None:
-        if not done:
-            return
-        with self.store.transaction():
-            for item, res in done:
+        """Record a batch of results (the caller holds the transaction); plain sent messages
+        in one statement."""
+        sent = []
+        for item, res in done:
+            if res.status == SENT and item.kind != "coupon":
+                sent.append((item.item_id, res.code, res.detail, res.provider_id))
+            else:
                 self.record(item, res)
+        if sent:
+            ledger.mark_sent(self.conn, sent, self.T)
+            self.report.counts["sent"] += len(sent)
 
     def fail(self, item: ledger.Item, reason: str) -> None:
-        with self.store.transaction():
-            ledger.mark(self.conn, item.item_id, "failed", self.T, reason.split(":")[0], reason,
-                        attempts_delta=1)
-            ledger.abandon_later_steps(self.conn, item.fire_id, item.step, self.T, reason)
+        """Record an item that cannot be sent; the caller holds the transaction."""
+        ledger.mark(self.conn, item.item_id, "failed", self.T, reason.split(":")[0], reason,
+                    attempts_delta=1)
+        ledger.abandon_later_steps(self.conn, item.fire_id, item.step, self.T, reason)
         self.report.add("failed")
 
     def run(self, max_rounds: int = 100, limit: int = 10_000,
             stop: Callable[[], bool] | None = None) -> DeliveryReport:
         """Deliver every item whose time has come; steps unlocked by this run go too.
 
-        `limit` bounds the items marked `sending` at once; `stop` is asked between batches
-        (the daemon's shutdown), so an interrupted run leaves few items in flight."""
+        `limit` bounds the items read per round; `stop` is asked between rounds (the daemon's
+        shutdown). Within a round, items are rendered, marked `sending` and sent chunk by
+        chunk, so at most a few chunks are in flight when the process is killed."""
         for _ in range(max_rounds):
             if stop is not None and stop():
                 break
@@ -254,63 +296,134 @@ class Deliverer:
                      if not i.channel or i.channel in self.channels]
             if not items:  # items for channels that are not available wait, nothing is lost
                 break
-            sends: dict[str, list[tuple[ledger.Item, SendRequest]]] = defaultdict(list)
+            self.prepare(items)
+            sendable = []
             for item in items:
                 if item.kind in ("points", "tag") or (item.kind == "coupon" and not item.channel):
                     self.internal(item)
-                    continue
-                req, problem = self.request(item)
-                if req is None:
-                    self.fail(item, problem or "cannot send")
-                    continue
-                sends[item.channel].append((item, req))
-            if not sends:
-                continue
-            with self.store.transaction():  # at most once: `sending` is durable before sending
-                for batch in sends.values():
-                    for item, _ in batch:
-                        ledger.mark(self.conn, item.item_id, "sending", self.T)
-            self.send_all(sends)
+                else:
+                    sendable.append(item)
+            if sendable:
+                self.send_all(sendable)
         return self.report
 
-    def send_all(self, sends: Mapping[str, list[tuple[ledger.Item, SendRequest]]]) -> None:
-        futures: list[tuple[list[tuple[ledger.Item, SendRequest]], Future[list[SendResult]]]] = []
-        pools = []
-        for name, batch in sends.items():
-            cfg = self.project.config.channels.get(name)
-            workers = int(cfg.options.get("concurrency", 8)) if cfg else 8
-            pool = ThreadPoolExecutor(max_workers=max(1, workers),
-                                      thread_name_prefix=f"send-{name}")
-            pools.append(pool)
-            by_user: dict[str, list[tuple[ledger.Item, SendRequest]]] = defaultdict(list)
-            for pair in batch:
-                by_user[pair[0].user_id].append(pair)
-            channel = self.channels[name]
-            for group in by_user.values():  # one user's sends run one after another (43108)
-                futures.append((group, pool.submit(_send_group, channel, group)))
+    def send_all(self, items: list[ledger.Item]) -> None:
+        """Render, mark `sending`, send and record, CHUNK items at a time: the main thread
+        renders the next chunk while the channel's workers send the previous ones, and one
+        transaction per chunk marks it `sending` and records the results that came back
+        meanwhile. A user's items on a channel go to one worker, one after another (43108)."""
+        groups: dict[tuple[str, str], list[ledger.Item]] = {}
+        for item in items:
+            groups.setdefault((item.channel, item.user_id), []).append(item)
+        pools: dict[str, ThreadPoolExecutor] = {}
+        flight: deque[Future[list[tuple[ledger.Item, SendResult]]]] = deque()
+        done: list[tuple[ledger.Item, SendResult]] = []
         try:
-            done: list[tuple[ledger.Item, SendResult]] = []
-            for group, fut in futures:
-                try:
-                    results = fut.result()
-                except Exception as exc:  # noqa: BLE001 - a crashing channel is an unknown
-                    results = [SendResult(UNKNOWN, "exception", type(exc).__name__)] * len(group)
-                done.extend(zip((item for item, _ in group), results))
-                if len(done) >= RECORD_BATCH:
+            for chunk in _chunks(list(groups.values()), CHUNK):
+                tasks, failed = self.requests(chunk)
+                with self.store.transaction():
                     self.record_all(done)
+                    for item, reason in failed:
+                        self.fail(item, reason)
+                    ledger.mark_sending(self.conn, (item.item_id for gs in tasks.values()
+                                                    for g in gs for item, _ in g), self.T)
+                done = []
+                flight.extend(self.hand_over(tasks, pools))
+                while flight and (flight[0].done() or len(flight) > MAX_IN_FLIGHT):
+                    done.extend(flight.popleft().result())
+            while flight or done:
+                if flight:
+                    done.extend(flight.popleft().result())
+                if len(done) >= RECORD_BATCH or not flight:
+                    with self.store.transaction():
+                        self.record_all(done)
                     done = []
-            self.record_all(done)
         finally:
-            for pool in pools:
+            for pool in pools.values():
                 pool.shutdown(wait=True)
 
+    def requests(self, chunk: list[list[ledger.Item]]) -> tuple[
+            dict[str, list[list[tuple[ledger.Item, SendRequest]]]], list[tuple[ledger.Item, str]]]:
+        """The rendered requests of a chunk of user groups, per channel, and the items that
+        cannot be sent with the reason."""
+        tasks: dict[str, list[list[tuple[ledger.Item, SendRequest]]]] = defaultdict(list)
+        failed: list[tuple[ledger.Item, str]] = []
+        for group in chunk:
+            pairs = []
+            for item in group:
+                req, problem = self.request(item)
+                if req is None:
+                    failed.append((item, problem or "cannot send"))
+                else:
+                    pairs.append((item, req))
+            if pairs:
+                tasks[group[0].channel].append(pairs)
+        return tasks, failed
 
+    def hand_over(self, tasks: dict[str, list[list[tuple[ledger.Item, SendRequest]]]],
+                  pools: dict[str, ThreadPoolExecutor]
+                  ) -> list[Future[list[tuple[ledger.Item, SendResult]]]]:
+        """Give the workers groups marked `sending`: one task per worker and channel, a
+        user's group never split."""
+        futures = []
+        for name, user_groups in tasks.items():
+            pool = pools.get(name)
+            if pool is None:
+                pool = pools[name] = ThreadPoolExecutor(max_workers=self.workers(name),
+                                                        thread_name_prefix=f"send-{name}")
+            share = min(self.workers(name), len(user_groups))
+            for k in range(share):
+                futures.append(pool.submit(_send_groups, self.channels[name],
+                                           user_groups[k::share]))
+        return futures
+
+    def workers(self, channel: str) -> int:
+        cfg = self.project.config.channels.get(channel)
+        return max(1, int(cfg.options.get("concurrency", 8)) if cfg else 8)
+
+
+CHUNK = 256  # items rendered and marked `sending` at once
+MAX_IN_FLIGHT = 64  # worker tasks handed over, not yet recorded (4 chunks at concurrency 16)
+GUARD_MEMO = 50_000  # guard answers remembered per run (values repeat: fixed texts, names)
 RECORD_BATCH = 200  # results recorded per transaction (a crash leaves these few `unknown`)
 
 
-def _send_group(channel: Channel, group: list[tuple[ledger.Item, SendRequest]]
-                ) -> list[SendResult]:
-    return [channel.send(req) for _, req in group]
+def _chunks(groups: list[list[ledger.Item]], size: int) -> Iterator[list[list[ledger.Item]]]:
+    """User groups in chunks of about `size` items (a group is never split)."""
+    chunk: list[list[ledger.Item]] = []
+    n = 0
+    for group in groups:
+        chunk.append(group)
+        n += len(group)
+        if n >= size:
+            yield chunk
+            chunk, n = [], 0
+    if chunk:
+        yield chunk
+
+
+def _send_groups(channel: Channel, groups: list[list[tuple[ledger.Item, SendRequest]]]
+                 ) -> list[tuple[ledger.Item, SendResult]]:
+    out = []
+    for group in groups:
+        for item, req in group:
+            try:
+                res = channel.send(req)
+            except Exception as exc:  # noqa: BLE001 - a crashing channel is an unknown outcome
+                res = SendResult(UNKNOWN, "exception", type(exc).__name__)
+            out.append((item, res))
+    return out
+
+
+def _contains_any(text: str, phrases: tuple[str, ...]) -> bool:
+    return any(p in text for p in phrases)
+
+
+def _render(text: str, context: dict[str, Any]) -> str:
+    """A text with no template syntax is its own rendering (no sandbox call)."""
+    if "{{" in text or "{%" in text or "{#" in text:
+        return render.render(text, context)
+    return text
 
 
 def deliver(project: Project, store: Store, channels: Mapping[str, Channel],

@@ -60,6 +60,7 @@ LEDGER_TABLES = (
            expires_at INTEGER NOT NULL,
            used_at INTEGER)""",
     "CREATE INDEX IF NOT EXISTS issued_coupons_expiry ON issued_coupons(expires_at)",
+    "CREATE INDEX IF NOT EXISTS issued_coupons_fire ON issued_coupons(fire_id)",
     """CREATE TABLE IF NOT EXISTS coupon_reserved (
            item_id TEXT PRIMARY KEY,
            stock TEXT NOT NULL,
@@ -161,53 +162,62 @@ def coupons_committed(conn: Any, stock: str) -> tuple[int, int]:
 # -- writes (inside one transaction) ---------------------------------------------------------
 
 @dataclass(frozen=True)
-class FireRecord:
-    fire_id: str
-    rule_id: str
-    user_id: str
-    occurrence: str
-    outcome: str
-    reason: str | None
-    variant: str | None
-    event_id: str | None
-    tick_at: int
-    eval_at: int
-    content_hash: str
-    git_commit: str
+class FireSpan:
+    """The fires one `insert_fires` call wrote: rowid in (lo, hi]. A fire committed before is
+    ignored, and SQLite gives each new row max(rowid) + 1, so the range holds exactly the new
+    rows; the outbox, consent, coupon and cap rows are then derived from it in SQL."""
+    lo: int
+    hi: int
+    count: int
 
 
-def insert_fire(conn: Any, f: FireRecord) -> bool:
-    """True when the fire is new (False: this idempotency key was committed before)."""
-    cur = conn.execute(
-        "INSERT OR IGNORE INTO fires VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (f.fire_id, f.rule_id, f.user_id, f.occurrence, f.outcome, f.reason, f.variant,
-         f.event_id, f.tick_at, f.eval_at, f.content_hash, f.git_commit))
-    return bool(cur.rowcount)
+def insert_fires(conn: Any, rows: Sequence[tuple[Any, ...]]) -> FireSpan:
+    """Insert fires, tuples (fire_id, rule_id, user_id, occurrence, outcome, reason, variant,
+    event_id, tick_at, eval_at, content_hash, git_commit); those whose idempotency key was
+    committed before are skipped. Returns the span of the new rows."""
+    top = "SELECT COALESCE(MAX(rowid), 0) FROM fires"
+    lo = int(conn.execute(top).fetchone()[0])
+    count = conn.executemany(
+        "INSERT OR IGNORE INTO fires VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows).rowcount
+    hi = int(conn.execute(top).fetchone()[0]) if count else lo
+    return FireSpan(lo, hi, int(count))
 
 
-def insert_caps(conn: Any, rows: Iterable[tuple[str, int, str, str, str, str]]) -> None:
-    conn.executemany("INSERT INTO cap_ledger VALUES (?, ?, ?, ?, ?, ?)", rows)
+_SPAN = "FROM fires WHERE rowid > ? AND rowid <= ?"
 
 
-def insert_consent_use(conn: Any, user_id: str, template: str, at: int, item: str) -> None:
-    conn.execute("INSERT OR IGNORE INTO consent_used VALUES (?, ?, ?, ?)",
-                 (user_id, template, at, item))
+def outbox_from_fires(conn: Any, span: FireSpan, step: int, kind: str, channel: str,
+                      spec: str, due: int, at: int) -> int:
+    """One pending outbox item per new fire of the span for this action step; the item id is
+    `item_id(fire, step)`. Returns the number of items."""
+    return int(conn.execute(
+        "INSERT OR IGNORE INTO outbox(item_id, fire_id, step, kind, channel, user_id, spec, "
+        "due_at, state, attempts, next_at, updated_at) SELECT fire_id || ?, fire_id, ?, ?, ?, "
+        f"user_id, ?, ?, 'pending', 0, ?, ? {_SPAN}",
+        (f"_{step}", step, kind, channel, spec, due, due, at, span.lo, span.hi)).rowcount)
+
+
+def consent_from_fires(conn: Any, span: FireSpan, step: int, template: str, at: int) -> None:
+    """Each new fire of the span consumes one subscription consent for the template."""
+    conn.execute(f"INSERT OR IGNORE INTO consent_used SELECT user_id, ?, ?, fire_id || ? {_SPAN}",
+                 (template, at, f"_{step}", span.lo, span.hi))
+
+
+def reserve_from_fires(conn: Any, span: FireSpan, step: int, stock: str, value_fen: int) -> None:
+    """Each new fire of the span reserves one coupon of the stock (its step's item)."""
+    conn.execute(f"INSERT OR IGNORE INTO coupon_reserved SELECT fire_id || ?, ?, ? {_SPAN}",
+                 (f"_{step}", stock, value_fen, span.lo, span.hi))
+
+
+def caps_from_fires(conn: Any, span: FireSpan, at: int, category: str, channel: str) -> None:
+    """A cap-ledger row per new fire of the span (a marketing rule's send on the channel)."""
+    conn.execute(f"INSERT INTO cap_ledger SELECT user_id, ?, rule_id, ?, ?, fire_id {_SPAN}",
+                 (at, category, channel, span.lo, span.hi))
 
 
 def zero_consent(conn: Any, user_id: str, template: str, at: int) -> None:
     conn.execute("INSERT INTO consent_zeroed VALUES (?, ?, ?) ON CONFLICT(user_id, template) "
                  "DO UPDATE SET at = MAX(at, excluded.at)", (user_id, template, at))
-
-
-def reserve_coupon(conn: Any, item: str, stock: str, value_fen: int) -> None:
-    conn.execute("INSERT OR IGNORE INTO coupon_reserved VALUES (?, ?, ?)", (item, stock, value_fen))
-
-
-def insert_outbox(conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
-    conn.executemany(
-        "INSERT OR IGNORE INTO outbox(item_id, fire_id, step, kind, channel, user_id, spec, "
-        "due_at, state, attempts, next_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)", rows)
 
 
 def set_tick(conn: Any, rule_id: str, at: int, content_hash: str) -> None:
@@ -248,7 +258,11 @@ def ready_items(conn: Any, at: int, limit: int = 10_000) -> list[Item]:
         "AND (o.step = 0 OR EXISTS (SELECT 1 FROM outbox p WHERE p.fire_id = o.fire_id "
         "AND p.step = o.step - 1 AND p.state = 'sent')) ORDER BY o.next_at, o.item_id LIMIT ?",
         (at, limit)).fetchall()
-    return [Item(r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]), r[7], r[8], r[9])
+    specs: dict[str, dict[str, Any]] = {}  # one rule's items share their action's JSON
+    for r in rows:
+        if r[6] not in specs:
+            specs[r[6]] = orjson.loads(r[6])
+    return [Item(r[0], r[1], r[2], r[3], r[4], r[5], specs[r[6]], r[7], r[8], r[9])
             for r in rows]
 
 
@@ -259,6 +273,25 @@ def mark(conn: Any, item: str, state: str, at: int, code: str = "", detail: str 
                  "provider_id = COALESCE(?, provider_id), next_at = COALESCE(?, next_at), "
                  "attempts = attempts + ? WHERE item_id = ?",
                  (state, at, code, detail[:500], provider_id, next_at, attempts_delta, item))
+
+
+def mark_sending(conn: Any, items: Iterable[str], at: int) -> None:
+    """Items about to be handed to their channel (committed before any provider call). One
+    statement for the batch: a delivery run's worker threads hold the GIL, and every statement
+    executed waits to get it back."""
+    conn.execute("UPDATE outbox SET state = 'sending', updated_at = ?, last_code = '', "
+                 "last_detail = '' WHERE item_id IN (SELECT value FROM json_each(?))",
+                 (at, orjson.dumps(list(items)).decode()))
+
+
+def mark_sent(conn: Any, rows: Sequence[tuple[str, str, str, str | None]], at: int) -> None:
+    """`mark(item, "sent", at, code, detail, provider_id)` of many (item, code, detail,
+    provider id) rows in one statement."""
+    conn.execute(
+        "UPDATE outbox SET state = 'sent', updated_at = ?1, last_code = j.value ->> 1, "
+        "last_detail = substr(j.value ->> 2, 1, 500), "
+        "provider_id = COALESCE(j.value ->> 3, provider_id) FROM json_each(?2) j "
+        "WHERE outbox.item_id = j.value ->> 0", (at, orjson.dumps(rows).decode()))
 
 
 def abandon_later_steps(conn: Any, fire: str, step: int, at: int, reason: str) -> None:
@@ -338,6 +371,51 @@ def coupon_of_fire(conn: Any, fire: str) -> dict[str, Any] | None:
             "expires_at": row[4]}
 
 
+def _ids(values: Iterable[str]) -> str:
+    return orjson.dumps(sorted(set(values))).decode()
+
+
+def fire_contexts(conn: Any, fires: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """`fire_context` of many fires in one query (a delivery batch)."""
+    return {r[0]: {"rule_id": r[1], "user_id": r[2], "occurrence": r[3], "variant": r[4],
+                   "event_id": r[5], "tick_at": r[6]} for r in conn.execute(
+        "SELECT fire_id, rule_id, user_id, occurrence, variant, event_id, tick_at FROM fires "
+        "WHERE fire_id IN (SELECT value FROM json_each(?))", (_ids(fires),))}
+
+
+def coupons_of_fires(conn: Any, fires: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """`coupon_of_fire` of many fires in one query."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in conn.execute("SELECT fire_id, coupon_id, stock, value_fen, issued_at, expires_at "
+                          "FROM issued_coupons WHERE fire_id IN (SELECT value FROM json_each(?)) "
+                          "ORDER BY issued_at DESC", (_ids(fires),)):
+        out.setdefault(r[0], {"coupon_id": r[1], "stock": r[2], "value_fen": r[3],
+                              "issued_at": r[4], "expires_at": r[5]})
+    return out
+
+
+def coupon_by_id(conn: Any, coupon_id: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT coupon_id, stock, value_fen, issued_at, expires_at FROM "
+                       "issued_coupons WHERE coupon_id = ?", (coupon_id,)).fetchone()
+    return None if row is None else dict(zip(
+        ("coupon_id", "stock", "value_fen", "issued_at", "expires_at"), row))
+
+
+def users_by_id(conn: Any, users: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Stored user rows (as `Store.user` gives them) of many users in one query."""
+    cur = conn.execute("SELECT * FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
+                       (_ids(users),))
+    names = [d[0] for d in cur.description]
+    return {row["user_id"]: row for row in (dict(zip(names, r)) for r in cur)}
+
+
+def events_by_id(conn: Any, events: Iterable[str]) -> dict[str, tuple[int, int | None, Any]]:
+    """(ts, amount_fen, props JSON) of events by id, in one query."""
+    return {r[0]: (r[1], r[2], r[3]) for r in conn.execute(
+        "SELECT event_id, ts, amount_fen, props FROM events WHERE event_id IN "
+        "(SELECT value FROM json_each(?))", (_ids(events),))}
+
+
 def insert_coupon(conn: Any, coupon_id: str, item: str, fire: str, user_id: str, stock: str,
                   rule_id: str, value_fen: int, issued_at: int, expires_at: int) -> None:
     conn.execute("INSERT OR IGNORE INTO issued_coupons VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
@@ -383,62 +461,25 @@ def bulk_caps(conn: Any, since: int, category: str | None, channel: str | None) 
     return dict(conn.execute(sql + " GROUP BY l.user_id", params))
 
 
-CONSENT = "zl_consent_granted"
+def bulk_consent(conn: Any, type_id: int | None, template: str, before: int
+                 ) -> tuple[dict[str, int], dict[str, int]]:
+    """(accepts, sends) per candidate user for a template: accepts from the consent_accepts
+    table the events triggers keep (engine/store/consent.py), sends from the ledger, both
+    after the user's quota was last zeroed."""
+    from .consent import granted
 
-
-def materialise_consent(conn: Any, type_id: int | None, before: int) -> None:
-    """Accepts per (template, user) before T, after the user's quota was last zeroed (WeChat
-    43101): one pass over the subscribe_authorized events for the whole tick."""
-    conn.execute(f"DROP TABLE IF EXISTS {CONSENT}")
-    conn.execute(f"CREATE TEMP TABLE {CONSENT} (template TEXT, user_id TEXT, n INTEGER, "
-                 "PRIMARY KEY (template, user_id)) WITHOUT ROWID")
-    if type_id is None:
-        return
-    tpl = "json_extract(e.props, '$.template')"
-    if has_ledger(conn):
-        conn.execute(f"INSERT INTO {CONSENT} SELECT {tpl}, e.user_id, COUNT(*) FROM events e "
-                     f"LEFT JOIN consent_zeroed z ON z.user_id = e.user_id AND z.template = {tpl} "
-                     "WHERE e.type_id = ? AND e.ts < ? AND (z.at IS NULL OR e.ts > z.at) "
-                     f"AND {tpl} IS NOT NULL GROUP BY 1, 2", (type_id, before))
-    else:
-        conn.execute(f"INSERT INTO {CONSENT} SELECT {tpl}, e.user_id, COUNT(*) FROM events e "
-                     f"WHERE e.type_id = ? AND e.ts < ? AND {tpl} IS NOT NULL GROUP BY 1, 2",
-                     (type_id, before))
-
-
-def candidate_consent(conn: Any, type_id: int, template: str, before: int) -> dict[str, int]:
-    """Accepts of the candidates only, through the (type, user, ts) index: for the few users of
-    an event tick, instead of scanning every accept of every user."""
-    tpl = "json_extract(e.props, '$.template')"
-    zero = ("LEFT JOIN consent_zeroed z ON z.user_id = c.user_id AND z.template = ?1"
-            if has_ledger(conn) else "")
-    after = "AND (z.at IS NULL OR e.ts > z.at)" if zero else ""
-    return dict(conn.execute(
-        f"SELECT c.user_id, COUNT(*) FROM {CANDIDATES} c {zero} JOIN events e "
-        f"ON e.type_id = ?2 AND e.user_id = c.user_id AND e.ts < ?3 {after} "
-        f"WHERE {tpl} = ?1 GROUP BY c.user_id", (template, type_id, before)))
-
-
-def bulk_consent(conn: Any, type_id: int | None, template: str, before: int,
-                 few: bool = False) -> tuple[dict[str, int], dict[str, int]]:
-    """(accepts, sends) per candidate user for a template; `few`: the candidates are few, so
-    their accepts are read directly instead of from the tick's materialised table."""
     if type_id is None:
         return {}, {}
-    if few:
-        granted = candidate_consent(conn, type_id, template, before)
-    else:
-        granted = dict(conn.execute(
-            f"SELECT g.user_id, g.n FROM {CANDIDATES} c JOIN {CONSENT} g ON g.template = ? "
-            "AND g.user_id = c.user_id", (template,)))
-    if not has_ledger(conn):
-        return granted, {}
+    ledger = has_ledger(conn)
+    accepts = granted(conn, CANDIDATES, template, before, zeroed=ledger)
+    if not ledger:
+        return accepts, {}
     used = dict(conn.execute(
-        f"SELECT c.user_id, COUNT(*) FROM {CANDIDATES} c LEFT JOIN consent_zeroed z "
-        "ON z.user_id = c.user_id AND z.template = ? JOIN consent_used u ON u.user_id = c.user_id "
-        "AND u.template = ? WHERE (z.at IS NULL OR u.at > z.at) GROUP BY c.user_id",
-        (template, template)))
-    return granted, used
+        f"SELECT c.user_id, COUNT(*) FROM {CANDIDATES} c CROSS JOIN consent_used u "
+        "ON u.user_id = c.user_id AND u.template = ?1 LEFT JOIN consent_zeroed z "
+        "ON z.user_id = c.user_id AND z.template = ?1 WHERE (z.at IS NULL OR u.at > z.at) "
+        "GROUP BY c.user_id", (template,)))
+    return accepts, used
 
 
 def bulk_absent(conn: Any, attr: str) -> set[str]:
@@ -449,29 +490,3 @@ def bulk_absent(conn: Any, attr: str) -> set[str]:
     return {u for (u,) in conn.execute(
         f"SELECT c.user_id FROM {CANDIDATES} c LEFT JOIN users u ON u.user_id = c.user_id "
         f"WHERE u.{col} IS NULL OR u.{col} = ''")}
-
-
-def existing_fires(conn: Any, fire_ids: Sequence[str]) -> set[str]:
-    if not has_ledger(conn) or not fire_ids:
-        return set()
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS zl_fire_ids (fire_id TEXT PRIMARY KEY) "
-                 "WITHOUT ROWID")
-    conn.execute("DELETE FROM zl_fire_ids")
-    conn.executemany("INSERT OR IGNORE INTO zl_fire_ids VALUES (?)", ((f,) for f in fire_ids))
-    return {f for (f,) in conn.execute(
-        "SELECT f.fire_id FROM fires f JOIN zl_fire_ids i ON i.fire_id = f.fire_id")}
-
-
-def insert_fires(conn: Any, records: Sequence[FireRecord]) -> None:
-    conn.executemany("INSERT OR IGNORE INTO fires VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     [(f.fire_id, f.rule_id, f.user_id, f.occurrence, f.outcome, f.reason,
-                       f.variant, f.event_id, f.tick_at, f.eval_at, f.content_hash, f.git_commit)
-                      for f in records])
-
-
-def insert_consent_uses(conn: Any, rows: Sequence[tuple[str, str, int, str]]) -> None:
-    conn.executemany("INSERT OR IGNORE INTO consent_used VALUES (?, ?, ?, ?)", rows)
-
-
-def reserve_coupons(conn: Any, rows: Sequence[tuple[str, str, int]]) -> None:
-    conn.executemany("INSERT OR IGNORE INTO coupon_reserved VALUES (?, ?, ?)", rows)
