@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.base import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -251,7 +252,14 @@ class Daemon:
                           http=f"{self.http.host}:{self.http.port}" if self.http else None)
             self.metrics.set("zailai_up", 1)
             if not self._stopping.is_set():
-                self.scheduler.start()  # blocks until shutdown
+                try:
+                    self.scheduler.start()  # blocks until shutdown
+                except JobLookupError:
+                    # APScheduler 3 marks itself stopped before taking its job-store lock, so
+                    # a stop while its loop removes a finished one-shot job (catch-up) makes
+                    # remove_job look in the wrong place and raise: a stop was asked, exit 0
+                    if not self._stopping.is_set():
+                        raise
         except BaseException:
             self.exit_code = self.exit_code or 2
             raise

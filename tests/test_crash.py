@@ -4,7 +4,8 @@ The real CLI runs as a subprocess against the fake WeChat server (a real HTTP se
 127.0.0.1, slowed down so kills land in the middle of deliveries). After every cycle the next
 process picks up where the last one died. At the end: no send was accepted twice, every fire
 ended in exactly one state, and coupons never exceeded their budget.
-`CRASH_CYCLES` raises the number of cycles (bench/crash.py runs 100).
+`CRASH_CYCLES` raises the number of cycles (`CRASH_CYCLES=100 pytest tests/test_crash.py` is
+the figure in docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -119,7 +120,9 @@ def test_sigkill_at_random_points_never_duplicates(tmp_path: Path, fake_wechat: 
         proc = engine(tmp_path, env, "deliver", "--at", (at + timedelta(days=k)).isoformat())
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err.decode()
-    assert kills >= CYCLES // 4  # the test did kill processes mid-flight
+    # the test did kill processes mid-flight (after the first ~20 cycles the 30 users' work
+    # and the coupon budget are spent, so longer runs have fewer sends left to interrupt)
+    assert kills >= min(CYCLES, 20) // 4
     assert fake_wechat.duplicates() == {}
     proj = load_project(tmp_path)
     store = open_project_store(proj, create=False)

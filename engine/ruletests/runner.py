@@ -5,7 +5,7 @@ import json
 import re
 import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -33,6 +33,7 @@ def run_test(project: Project, test: RuleTest, workdir: Path,
     from ..commit import tick
     from ..store import open_store
     from ..store import ledger
+    from ..store.scratch import issue_coupons
 
     start = clock()
     workdir.mkdir(parents=True)
@@ -45,6 +46,8 @@ def run_test(project: Project, test: RuleTest, workdir: Path,
     if errors:
         return TestResult(test, errors=tuple(errors), seconds=clock() - start)
     failures: list[Failure] = []
+    stocks = {name: (c.value_fen, c.valid_for // timedelta(microseconds=1))
+              for name, c in project.coupons.items()}
     with open_store(db, project.datamodel) as store:
         with store.transaction():
             ledger.ensure_ledger(store.conn)
@@ -59,6 +62,9 @@ def run_test(project: Project, test: RuleTest, workdir: Path,
                 if errs:
                     return TestResult(test, tuple(failures), tuple(errs), clock() - start)
             result = tick(project, store, step.at, ids, _slots(project, store, step.at, ids))
+            if result.outbox_items and stocks:
+                with store.transaction():  # as in a backtest: coupons count as issued
+                    issue_coupons(store.conn, to_micros(step.at), stocks)
             failures += _compare(project, n, step, result.plan)
     return TestResult(test, tuple(failures), seconds=clock() - start)
 
