@@ -298,6 +298,78 @@ def run(once: bool, project: str | None, db: str | None, at: str | None, fmt: st
 
 
 @cli.command()
+@click.argument("rules", nargs=-1)
+@click.option("--from", "start", required=True, metavar="TIMESTAMP",
+              help="Start of the replay (exclusive; ISO 8601, project timezone by default).")
+@click.option("--to", "end", required=True, metavar="TIMESTAMP",
+              help="End of the replay (inclusive).")
+@click.option("--step", default="1h", show_default=True, metavar="DURATION",
+              help="How often event, date and coupon_expiring rules tick (scheduled rules "
+                   "tick at each of their own slots).")
+@project_option
+@db_option
+@format_option("text", "json")
+def backtest(rules: tuple[str, ...], start: str, end: str, step: str, project: str | None,
+             db: str | None, fmt: str) -> None:
+    """Replay history through RULES (default: every enabled rule) tick by tick, with caps and
+    state, sending nothing: fires, suppressions and cap hits per day.
+
+    The database is only read: the engine's tables live in a scratch file and start empty at
+    --from. Exit 0 done, 1 bad flags or rules, 2 could not run (e.g. no database).
+    """
+    from engine import backtest as bt
+    from engine.project import load_project
+    from engine.store import resolve_db_path
+
+    proj = load_project(project)
+    span = bt.parse_span(proj, start, end, step)
+    chosen = bt.choose_rules(proj, rules)
+    ticks = bt.timeline(proj, chosen, span)
+    path = resolve_db_path(proj.root, proj.config.database, db)
+    show = sys.stderr.isatty() and len(ticks) > 1
+    with click.progressbar(length=len(ticks), file=sys.stderr, label="backtest",
+                           show_eta=True) if show else _NoBar() as bar:
+        report = bt.backtest(proj, path, chosen, span, progress=bar.update, ticks=ticks)
+    click.echo(_json(report.as_json()) if fmt == "json" else report.format_text())
+
+
+@cli.command()
+@project_option
+@db_option
+@at_option
+@click.option("--window", default="7d", show_default=True, metavar="DURATION",
+              help="Backtest this span before --at to find starving rules (0: skip it).")
+@click.option("--step", default="1h", show_default=True, metavar="DURATION",
+              help="Tick interval of that backtest for event, date and coupon rules.")
+@format_option("text", "json")
+def pressure(project: str | None, db: str | None, at: str | None, window: str, step: str,
+             fmt: str) -> None:
+    """Across all enabled rules: the worst-case marketing messages per user per day and week
+    before caps, which caps bind, which rules starve under them, which rules can never fire.
+
+    Reads the database only. Findings carry stable codes (docs/backtest.md).
+    """
+    from engine.backtest import parse_flag_duration
+    from engine.pressure import pressure as run_pressure
+    from engine.project import load_project
+    from engine.store import resolve_db_path
+    from engine.timeutil import parse_timestamp
+
+    proj = load_project(project)
+    when = parse_timestamp(at, proj.config.tz) if at else now().astimezone(proj.config.tz)
+    span = None if window.strip() == "0" else parse_flag_duration("--window", window)
+    tick = parse_flag_duration("--step", step)
+    path = resolve_db_path(proj.root, proj.config.database, db)
+    bar = _LateBar("pressure backtest", show=sys.stderr.isatty())
+    try:
+        report = run_pressure(proj, path, when, span, tick, progress=bar.update,
+                              on_ticks=bar.start)
+    finally:
+        bar.close()
+    click.echo(_json(report.as_json()) if fmt == "json" else report.format_text())
+
+
+@cli.command()
 @project_option
 @db_option
 @at_option
@@ -362,6 +434,42 @@ def daemon(project: str | None, db: str | None, http: str | None, event_interval
 
 
 @cli.command()
+@project_option
+@db_option
+@at_option
+@click.option("--since", "since", default="30d", show_default=True, metavar="DURATION",
+              help="The window: fires ticked in [--at minus this, --at).")
+@format_option("text", "json")
+@click.option("--html", "html", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also write the report as one self-contained HTML page with charts.")
+def report(project: str | None, db: str | None, at: str | None, since: str, fmt: str,
+           html: str | None) -> None:
+    """Per rule: matched, fired, sent, suppressed by reason, failed, conversions and uplift
+    against the holdout; DAU/WAU/MAU and retention cohorts (see docs/report.md)."""
+    from engine.report import build_report, parse_since
+    from engine.report_text import report_text
+
+    window = parse_since(since)
+    proj, store, when = _open(project, db, at)
+    with store:
+        result = build_report(proj, store, when, window)
+    data = result.as_json()
+    if html:
+        from engine.errors import CannotRun
+        from engine.report_html import render_html
+
+        page = render_html(data)
+        try:
+            with open(html, "w", encoding="utf-8") as f:
+                f.write(page)
+        except OSError as exc:
+            raise CannotRun(f"cannot write {html}: {exc.strerror}") from None
+    click.echo(_json(data) if fmt == "json" else report_text(result))
+    if html:
+        click.echo(f"wrote {html}", err=fmt == "json")
+
+
+@cli.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
               help="Where to build the demo project (default: a new temporary directory).")
 @click.option("--users", "n_users", type=int, default=3000, show_default=True,
@@ -383,6 +491,26 @@ class _NoBar:
 
     def update(self, n: int) -> None:
         return None
+
+
+class _LateBar:
+    """A progress bar on stderr whose length is known only once the work has started."""
+
+    def __init__(self, label: str, show: bool) -> None:
+        self.label, self.show, self.bar = label, show, None
+
+    def start(self, n: int) -> None:
+        if self.show and n > 1:
+            self.bar = click.progressbar(length=n, file=sys.stderr, label=self.label,
+                                         show_eta=True).__enter__()
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
 
 
 def _json(value: object) -> str:

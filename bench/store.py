@@ -3,10 +3,13 @@
     python bench/store.py                      # 1M users, ~10M events, into bench/data/
     python bench/store.py --users 100000       # a quicker run
     python bench/store.py --skip-generate      # reuse bench/data/gen
+    python bench/store.py --skip-generate --db bench/out/me.db   # leave bench/data/bench.db alone
 
 Each step runs the real `engine` command in a subprocess; wall time and the peak resident
 memory of the step's largest process (os.wait4 rusage, like /usr/bin/time -v) are reported
-as a Markdown table for docs/benchmarks.md.
+as a Markdown table for docs/benchmarks.md, with the CPU seconds of the step (user + system,
+all its processes: steadier than wall time on a shared machine) and the load average when it
+started.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ AT = "2026-11-20T00:00:00+08:00"
 
 def run(label: str, args: list[str], rows: list[dict[str, object]]) -> str:
     cmd = [sys.executable, "-c", "import cli; cli.main()", *args]
+    load = os.getloadavg()[0]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = proc.stdout.read() if proc.stdout else b""
@@ -35,9 +39,11 @@ def run(label: str, args: list[str], rows: list[dict[str, object]]) -> str:
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 1):
         raise SystemExit(f"{label} failed ({code}): {err.decode()[-2000:]}")
-    rows.append({"step": label, "seconds": round(seconds, 1),
-                 "peak_mb": round(usage.ru_maxrss / 1024)})
-    print(f"{label}: {seconds:.1f} s, peak {usage.ru_maxrss / 1024:.0f} MB", flush=True)
+    cpu = usage.ru_utime + usage.ru_stime
+    rows.append({"step": label, "seconds": round(seconds, 1), "cpu": round(cpu, 1),
+                 "peak_mb": round(usage.ru_maxrss / 1024), "load": round(load, 1)})
+    print(f"{label}: {seconds:.1f} s, {cpu:.1f} s CPU, peak {usage.ru_maxrss / 1024:.0f} MB, "
+          f"load {load:.1f} at the start", flush=True)
     return out.decode()
 
 
@@ -48,8 +54,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--data", type=Path, default=ROOT / "bench" / "data")
     ap.add_argument("--skip-generate", action="store_true")
+    ap.add_argument("--db", type=Path, default=None,
+                    help="the database to build (default: DATA/bench.db); it is recreated")
     opts = ap.parse_args()
-    gen, db = opts.data / "gen", opts.data / "bench.db"
+    gen, db = opts.data / "gen", (opts.db or opts.data / "bench.db").resolve()
     opts.data.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
     if not opts.skip_generate:
@@ -77,13 +85,14 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, SQLite {__import__('sqlite3').sqlite_version}")
     print()
-    print("| step | seconds | rows/s | peak RSS (MB) |")
-    print("| --- | ---: | ---: | ---: |")
+    print("| step | seconds | rows/s | CPU s | peak RSS (MB) | load at start |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         n = {"ingest users": n_users}.get(str(r["step"]), n_events if "events" in str(r["step"])
                                           else 0)
         rate = f"{n / float(r['seconds']):,.0f}" if n and r["seconds"] else ""  # type: ignore[arg-type]
-        print(f"| {r['step']} | {r['seconds']} | {rate} | {r['peak_mb']} |")
+        print(f"| {r['step']} | {r['seconds']} | {rate} | {r['cpu']} | {r['peak_mb']} | "
+              f"{r['load']} |")
 
 
 if __name__ == "__main__":

@@ -101,10 +101,10 @@ def test_the_migration_fills_the_table_from_stored_events(tmp_path: Path) -> Non
     with store:
         for sql in ("DROP TRIGGER consent_accepts_insert", "DROP TRIGGER consent_accepts_delete",
                     "DROP TRIGGER consent_accepts_update", "DROP TABLE consent_accepts",
-                    "DELETE FROM schema_migrations WHERE name = '0006 consent accepts'"):
+                    "DELETE FROM schema_migrations WHERE name = '0005 consent accepts'"):
             store.conn.execute(sql)
     with open_project_store(proj) as store:
-        assert "0006 consent accepts" in store.migrations
+        assert "0005 consent accepts" in store.migrations
         assert len(grants(store)) == 4 and grants(store) == from_events(store)
 
 

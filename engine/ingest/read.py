@@ -15,6 +15,7 @@ from typing import Any, BinaryIO, Iterator
 import orjson
 
 from ..errors import CannotRun
+from .fast import check_lines, fast_events
 from .rows import Bad, Spec, event_checker, user_checker
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -130,7 +131,8 @@ def check_chunk(kind: str, spec: Spec, chunk: JsonlChunk | CsvChunk) -> Checked:
         out.size = len(chunk.data)
         lines = chunk.data.split(b"\n")
         if kind == "events":
-            out.read = checker.check_lines(lines, chunk.first_line, rows, rejects)
+            out.read = check_lines(checker, fast_events(spec), lines, chunk.first_line, rows,
+                                   rejects)
         else:
             loads = orjson.loads
             n = chunk.first_line - 1

@@ -236,7 +236,6 @@ class EventChecker:
     def __init__(self, spec: Spec) -> None:
         tz = ZoneInfo(spec.timezone)
         self.ts = timestamp_converter(tz)
-        self.minutes: dict[str, int] = self.ts.minutes  # type: ignore[attr-defined]
         self.types: dict[str, tuple[int, dict[str, Conv]]] = {
             name: (tid, {p.name: _converter(p, tz) for p in props})
             for name, tid, props in spec.events}
@@ -304,79 +303,6 @@ class EventChecker:
             else:
                 raise Bad("BAD_EVENT_ID", "event_id", f"expected a string, got {_show(eid)}")
         return (eid, uid, type_id, ts, amount, props_json)
-
-    def check_lines(self, lines: list[bytes], first_line: int, rows: list[Any],
-                    rejects: list[tuple[int, str, str, str, Any]]) -> int:
-        """Parse and check JSONL lines into `rows` and `rejects`; returns the rows read.
-
-        The hot loop of ingest: the common row (known keys, string ids, a timestamp in a
-        minute already seen, plain string props) is handled inline; anything else goes
-        through `check`, which also names the problem."""
-        loads, JSONError, check = orjson.loads, orjson.JSONDecodeError, self.check
-        dumps, sort = orjson.dumps, _SORT
-        keys, types, plain, minutes = EVENT_KEYS.issuperset, self.types, self.plain, \
-            self.minutes
-        seconds = _SECONDS.get
-        append = rows.append
-        n = first_line - 1
-        read = 0
-        for raw in lines:
-            n += 1
-            if not raw:
-                continue
-            try:
-                obj = loads(raw)
-            except JSONError as exc:
-                if not raw.strip():
-                    continue
-                read += 1
-                rejects.append((n, "BAD_JSON", "", f"the line is not valid JSON ({exc})",
-                                raw.decode("utf-8", "replace").rstrip("\r")))
-                continue
-            read += 1
-            try:
-                if type(obj) is dict and keys(obj):
-                    uid = obj.get("user_id")
-                    typ: Any = obj.get("type")
-                    ts = obj.get("ts")
-                    eid = obj.get("event_id")
-                    known = types.get(typ) if type(typ) is str else None
-                    if (known is not None and type(uid) is str and uid and type(eid) is str
-                            and eid and type(ts) is str and len(ts) >= 19 and ts[16] == ":"
-                            and (len(ts) == 19 or ts[19] in "+-Z")):
-                        base = minutes.get(ts[:17] + ts[19:])
-                        sec = seconds(ts[17:19])
-                        if base is not None and sec is not None:
-                            props = obj.get("props")
-                            if props:
-                                if type(props) is not dict:
-                                    append(check(obj))
-                                    continue
-                                ok = plain[typ]  # typ is a known type name here
-                                for k, v in props.items():
-                                    if type(v) is not str or k not in ok:
-                                        break
-                                else:
-                                    props = dumps(props, option=sort).decode()
-                                if type(props) is dict:
-                                    append(check(obj))
-                                    continue
-                            else:
-                                props = None
-                            amount = obj.get("amount")
-                            if amount is not None:
-                                amount = money_fen(amount, False)
-                            append((eid, uid, known[0], base + sec, amount, props))
-                            continue
-                append(check(obj))
-            except ValueError:  # money_fen: let check say it properly
-                try:
-                    append(check(obj))
-                except Bad as bad:
-                    rejects.append((n, bad.code, bad.field, bad.reason, obj))
-            except Bad as bad:
-                rejects.append((n, bad.code, bad.field, bad.reason, obj))
-        return read
 
     @staticmethod
     def _props(typ: str, convs: dict[str, Conv], props: dict[str, Any],

@@ -33,12 +33,8 @@ _DELETE = (f"DELETE FROM {GRANTS} WHERE user_id = OLD.user_id AND ts = OLD.ts "
 # The trigger copies the props as they are: computing anything in a trigger (json_extract,
 # even length()) made each event insert several times slower in SQLite 3.40, where copying
 # columns costs almost nothing; the template is read from the props of the candidates' few
-# accepts instead. An interim form of this table, `consent_grants`, is dropped.
+# accepts instead.
 MIGRATION: tuple[str, ...] = (
-    "DROP TRIGGER IF EXISTS consent_grants_insert",
-    "DROP TRIGGER IF EXISTS consent_grants_delete",
-    "DROP TRIGGER IF EXISTS consent_grants_update",
-    "DROP TABLE IF EXISTS consent_grants",
     f"""CREATE TABLE IF NOT EXISTS {GRANTS} (
            user_id TEXT NOT NULL,
            ts INTEGER NOT NULL,

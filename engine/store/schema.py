@@ -30,6 +30,18 @@ def _state_tables() -> list[str]:
     return [sql for sql in (*STATE_TABLES, *LEDGER_TABLES) if "events_type_ts" not in sql]
 
 
+def _consent_accepts() -> tuple[str, ...]:
+    from .consent import MIGRATION
+
+    return MIGRATION
+
+
+def _report_indexes() -> list[str]:
+    from .report_sql import REPORT_INDEXES
+
+    return list(REPORT_INDEXES)
+
+
 ENGINE_MIGRATIONS: Sequence[tuple[str, Sequence[str]]] = (
     ("0001 base tables", (
         """CREATE TABLE event_types (
@@ -63,6 +75,9 @@ ENGINE_MIGRATIONS: Sequence[tuple[str, Sequence[str]]] = (
         "CREATE INDEX IF NOT EXISTS events_type_ts ON events(type_id, ts)",
     )),
     ("0003 rule state and delivery ledger", tuple(_state_tables())),
+    ("0004 report indexes", tuple(_report_indexes())),
+    # subscription-consent accepts per (user, ts), kept by triggers on events
+    ("0005 consent accepts", _consent_accepts()),
 )
 
 
