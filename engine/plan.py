@@ -102,6 +102,7 @@ class Snapshot:
     T: int
     _rfm: str | None = None
     _facts: dict[str, StoredFacts] = field(default_factory=dict)
+    _no_rfm: set[str] = field(default_factory=set)
 
     @property
     def conn(self) -> Any:
@@ -134,11 +135,17 @@ class Snapshot:
         self._summaries.clear()
 
     def facts(self, user_id: str, needs_rfm: bool) -> StoredFacts:
-        key = user_id
-        if key not in self._facts:
-            self._facts[key] = load_facts(self.conn, self.project.datamodel, user_id,
-                                          self.rfm_table() if needs_rfm else None)
-        return self._facts[key]
+        """A user's facts, loaded once per snapshot. They hold every stored event (the
+        evaluation instant filters them), so one load serves every occurrence of the tick;
+        a load without RFM is replaced when a rule needs RFM."""
+        cached = self._facts.get(user_id)
+        if cached is None or (needs_rfm and not cached.rfm and user_id not in self._no_rfm):
+            cached = load_facts(self.conn, self.project.datamodel, user_id,
+                                self.rfm_table() if needs_rfm else None)
+            self._facts[user_id] = cached
+            if needs_rfm and not cached.rfm:
+                self._no_rfm.add(user_id)  # no RFM row (never bought): do not reload
+        return cached
 
     def lifecycle(self) -> Lifecycle:
         lc = self.project.config.lifecycle
@@ -209,9 +216,7 @@ def _has_signup(snap: Snapshot) -> bool:
 def _evaluate(snap: Snapshot, rule: Rule, user_id: str, at: int,
               event: EventRow | None) -> bool:
     """Audience (and not unless) for one user at one instant: Python closures, point facts."""
-    needs_rfm = _uses_rfm(rule)
-    facts = snap.facts(user_id, needs_rfm) if at == snap.T else load_facts(
-        snap.conn, snap.project.datamodel, user_id, snap.rfm_table() if needs_rfm else None)
+    facts = snap.facts(user_id, _uses_rfm(rule))
     ctx = Ctx(facts, at, snap.project.config.tz, event, snap.lifecycle())
     if rule.audience is not None and not compile_condition(rule.audience.expr)(ctx):
         return False

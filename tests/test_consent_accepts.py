@@ -128,3 +128,28 @@ def test_counts_are_exact_for_any_t_and_after_a_zeroing(tmp_path: Path) -> None:
         ledger.zero_consent(store.conn, "a", "coupon_arrival", to_micros(T - timedelta(days=5)))
         assert count_at(0) == {"a": 1, "b": 1}  # only the accept after the zeroing is left
         assert ledger.bulk_consent(store.conn, type_id, "other", to_micros(T))[0] == {}
+
+
+def test_a_bulk_load_fills_the_table_set_wise_and_restores_the_triggers(tmp_path: Path) -> None:
+    """Into an empty events table ingest loads in bulk: the triggers are dropped for the load
+    and the accepts added in one statement afterwards, in the same transaction; a later small
+    load (not bulk) goes through the restored triggers."""
+    make_rule_project(tmp_path, {"r": RULE})
+    proj = load_project(tmp_path)
+    rows = [{"event_id": f"c{i}", "user_id": f"u{i % 4}", "type": "subscribe_authorized",
+             "ts": (T - timedelta(days=i)).isoformat(), "props": {"template": "coupon_arrival"}}
+            for i in range(12)] + [{"event_id": "p1", "user_id": "u1", "type": "order_paid",
+                                    "ts": T.isoformat(), "amount": 9.9}]
+    with open_project_store(proj) as store:
+        assert not store.has_events()
+        triggers = sorted(n for (n,) in store.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'"))
+    assert len(triggers) == 3
+    assert run_ingest(proj, "events", write_jsonl(tmp_path / "a.jsonl", rows)).exit_code == 0
+    late = {"event_id": "late", "user_id": "u9", "type": "subscribe_authorized",
+            "ts": T.isoformat(), "props": {"template": "coupon_arrival"}}
+    assert run_ingest(proj, "events", write_jsonl(tmp_path / "b.jsonl", [late])).exit_code == 0
+    with open_project_store(proj) as store:
+        assert sorted(n for (n,) in store.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'")) == triggers
+        assert len(grants(store)) == 13 and grants(store) == from_events(store)

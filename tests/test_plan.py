@@ -246,3 +246,23 @@ def test_plan_unknown_rule_is_a_clear_error(tmp_path: Path, bad: str) -> None:
     from engine.errors import CannotRun
     with store, pytest.raises(CannotRun, match="no rule `nope`"):
         plan(proj, store, T, [bad])
+
+
+def test_facts_loaded_without_rfm_are_reloaded_when_a_rule_needs_rfm(tmp_path: Path) -> None:
+    """One snapshot serves several rules: a user's facts first loaded for a rule without RFM
+    (an event `where`) must not be reused, RFM-less, by a later rule that reads rfm.*."""
+    from engine.plan import Snapshot
+    from engine.timeutil import to_micros
+
+    make_rule_project(tmp_path, {"r": "id: r\ntrigger: {every: 1h}\nactions:\n  - tag: {add: x}\n"})
+    at = datetime(2026, 11, 20, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+    proj, store = load_rows(tmp_path, [{"user_id": "u1"}, {"user_id": "u2"}],
+                            [("u1", "order_paid", at - timedelta(days=3), 5000, None),
+                             ("u2", "order_paid", at - timedelta(days=9), 900, None)])
+    with store:
+        snap = Snapshot(proj, store, to_micros(at))
+        assert snap.facts("u1", False).rfm == {}
+        with_rfm = snap.facts("u1", True)
+        assert with_rfm.rfm and with_rfm.rfm["segment"]
+        assert snap.facts("u1", False) is with_rfm  # and then reused
+        assert len(snap.facts("u1", False).events("order_paid")) == 1

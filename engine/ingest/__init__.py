@@ -142,6 +142,7 @@ def ingest(project: Project, kind: str, files: Sequence[str], *, db: str | None 
             spec = Spec.build(project.datamodel, project.config.timezone, store.type_ids)
             bulk = kind == "events" and _bulk(store, files, size)
             rebuild = store.drop_events_indexes() if bulk else []
+            triggers = store.suspend_event_triggers() if bulk else []
             seen: set[str] = set()
             for name in files:
                 summary = FileSummary(name)
@@ -152,6 +153,7 @@ def ingest(project: Project, kind: str, files: Sequence[str], *, db: str | None 
                         progress(checked.size)
             if bulk:
                 store.build_events_indexes(rebuild)
+                store.resume_event_triggers(triggers)
     finally:
         if out is not None:
             out.close()

@@ -29,6 +29,11 @@ _INSERT = (f"INSERT OR IGNORE INTO {GRANTS}(user_id, ts, event_id, props) "
 _DELETE = (f"DELETE FROM {GRANTS} WHERE user_id = OLD.user_id AND ts = OLD.ts "
            "AND event_id = OLD.event_id;")
 
+# Every accept among the stored events (those already present are ignored).
+BACKFILL = (f"INSERT OR IGNORE INTO {GRANTS}(user_id, ts, event_id, props) "
+            f"SELECT e.user_id, e.ts, e.event_id, e.props FROM events e "
+            f"WHERE {_IS_CONSENT.format(row='e')}")
+
 # The engine migration that creates, fills and maintains the table (engine/store/schema.py).
 # The trigger copies the props as they are: computing anything in a trigger (json_extract,
 # even length()) made each event insert several times slower in SQLite 3.40, where copying
@@ -41,9 +46,7 @@ MIGRATION: tuple[str, ...] = (
            event_id TEXT NOT NULL,
            props TEXT,
            PRIMARY KEY (user_id, ts, event_id)) WITHOUT ROWID""",
-    f"INSERT OR IGNORE INTO {GRANTS}(user_id, ts, event_id, props) "
-    f"SELECT e.user_id, e.ts, e.event_id, e.props FROM events e "
-    f"WHERE {_IS_CONSENT.format(row='e')}",
+    BACKFILL,
     f"""CREATE TRIGGER IF NOT EXISTS {GRANTS}_insert AFTER INSERT ON events
         WHEN {_IS_CONSENT.format(row='NEW')}
         BEGIN {_INSERT}; END""",
@@ -80,3 +83,23 @@ def accepted_templates(conn: Any) -> set[str]:
     return {str(t) for (t,) in conn.execute(
         f"SELECT DISTINCT json_extract(props, '$.template') FROM {GRANTS} "
         "WHERE json_extract(props, '$.template') IS NOT NULL")}
+
+
+def suspend_triggers(conn: Any) -> list[str]:
+    """For a bulk load into events: drop the triggers (returning the statements that recreate
+    them). Row-by-row upkeep costs about as much as the insert itself; `resume_triggers` in the
+    same transaction brings the table up to date in one set-wise statement instead."""
+    rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                        "AND tbl_name = 'events' AND name LIKE ? ORDER BY name",
+                        (f"{GRANTS}_%",)).fetchall()
+    for name, _ in rows:
+        conn.execute(f'DROP TRIGGER "{name}"')
+    return [str(sql) for _, sql in rows]
+
+
+def resume_triggers(conn: Any, statements: list[str]) -> None:
+    """After the bulk load: add the accepts it brought, then recreate the triggers."""
+    if statements:
+        conn.execute(BACKFILL)
+    for sql in statements:
+        conn.execute(sql)

@@ -278,6 +278,19 @@ class Store:
             self.conn.execute(f"DROP INDEX {self.dialect.ident(name)}")
         return [str(sql) for _, sql in rows]
 
+    def suspend_event_triggers(self) -> list[str]:
+        """Before a bulk load: the derived tables kept by triggers on events (consent accepts)
+        are brought up to date set-wise afterwards by `resume_event_triggers`, in the same
+        transaction, instead of row by row."""
+        from . import consent
+
+        return consent.suspend_triggers(self.conn)
+
+    def resume_event_triggers(self, statements: list[str]) -> None:
+        from . import consent
+
+        consent.resume_triggers(self.conn, statements)
+
     def build_events_indexes(self, statements: Sequence[str]) -> None:
         self.temp_store("FILE")  # the sorts of big index builds spill to disk
         for sql in statements:
