@@ -286,3 +286,29 @@ def test_the_wheel_ships_every_example_rule_test() -> None:
     shipped = {src for src, dest in included.items()
                if src.startswith("tests/") and dest == f"engine/_data/{src}"}
     assert shipped == {f"tests/{p.name}" for p in (REPO / "tests").glob("*.yaml")}
+
+
+def test_only_the_last_day_s_events_trigger_at_the_first_step(tmp_path: Path) -> None:
+    """Older events are history the audience can see, not triggers: the rule counts as having
+    ticked one day before the first step."""
+    rule = """id: paid
+category: transactional
+trigger: {event: order_paid}
+audience: count(order_paid) >= 1
+actions:
+  - tag: {add: paid}
+"""
+    root = make_rule_project(tmp_path, {"paid": rule})
+    (root / "tests").mkdir()
+    write_test(root, "paid", """\
+        users: [{user_id: old}, {user_id: recent}]
+        events:
+          - {user_id: old, type: order_paid, ts: "2026-10-20T12:00:00+08:00", amount: 10}
+          - {user_id: recent, type: order_paid, ts: "2026-11-08T12:00:00+08:00", amount: 10}
+        at: "2026-11-09T10:00:00+08:00"
+        expect:
+          - {rule: paid, user: recent}
+          - {rule: paid, user: old, fire: false, reason: not_in_audience}
+        """)
+    code, out = engine_test(root)
+    assert code == 0, out

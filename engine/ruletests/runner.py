@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 
 from ..errors import Diagnostic, Severity
 from ..project import Project
-from ..timeutil import BadTimestamp, from_micros, parse_timestamp, to_micros
+from ..timeutil import from_micros, to_micros
 from .files import NOT_MATCHED, Actual, Expectation, Failure, Row, RuleTest, Step, Suite, TestResult
 
 # -- running ----------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ def run_test(project: Project, test: RuleTest, workdir: Path,
     with open_store(db, project.datamodel) as store:
         with store.transaction():
             ledger.ensure_ledger(store.conn)
-            first = _first_tick(test, project.config.tz)
+            first = _first_tick(test)
             for rid in ids:
                 rule = project.rule(rid)
                 assert rule is not None
@@ -69,21 +69,11 @@ def run_test(project: Project, test: RuleTest, workdir: Path,
     return TestResult(test, tuple(failures), seconds=clock() - start)
 
 
-def _first_tick(test: RuleTest, tz: Any) -> int:
-    """Before the first step every tested rule counts as having last ticked at the earlier of
-    the test's first event and one day before the first step: events and dates in that span
-    are due at the first step, and a scheduled rule has a slot to fire on."""
-    first_at = to_micros(test.steps[0].at) - 86_400_000_000
-    rows = [*test.events, *(r for step in test.steps for r in step.events)]
-    stamps = [s for s in (_event_micros(r, tz) for r in rows) if s is not None]
-    return min([first_at, *stamps]) - 1
-
-
-def _event_micros(row: Row, tz: Any) -> int | None:
-    try:
-        return to_micros(parse_timestamp(str(row.data.get("ts")), tz))
-    except BadTimestamp:
-        return None
+def _first_tick(test: RuleTest) -> int:
+    """Before the first step every tested rule counts as having last ticked one day before it:
+    the events and dates of that day are due at the first step (older events are history,
+    visible to conditions but triggering nothing), and a daily rule has a slot to fire on."""
+    return to_micros(test.steps[0].at) - 86_400_000_000 - 1
 
 
 def _slots(project: Project, store: Any, at: datetime, ids: Sequence[str]) -> dict[str, int]:
