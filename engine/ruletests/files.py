@@ -78,6 +78,10 @@ class Actual:
     variant: str | None = None
     deferred_until: datetime | None = None
 
+    @property
+    def fired(self) -> bool:
+        return self.outcome in ("fire", "deferred")
+
     def describe(self) -> str:
         if self.outcome == "suppressed":
             return f"suppressed ({self.reason})"

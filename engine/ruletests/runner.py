@@ -140,11 +140,11 @@ def _actuals(project: Project, plan: Any) -> dict[tuple[str, str], list[Actual]]
 
 def _holds(e: Expectation, a: Actual) -> bool:
     if not e.fire:
-        if a.outcome in ("fire", "deferred"):
+        if a.fired:
             return False
         return e.reason is None or e.reason == (a.reason if a.outcome == "suppressed"
                                                 else NOT_MATCHED)
-    if a.outcome not in ("fire", "deferred"):
+    if not a.fired:
         return False
     if (a.deferred_until is None) != (e.deferred_until is None):
         return False
@@ -159,29 +159,18 @@ def _holds(e: Expectation, a: Actual) -> bool:
 def _compare(project: Project, n: int, step: Step, plan: Any) -> list[Failure]:
     actual = _actuals(project, plan)
     failures = []
-    covered: set[tuple[str, str]] = set()
     for e in step.expect:
-        key = (e.rule, e.user)
-        got = actual.get(key) or [Actual("not matched")]
-        if e.fire:
-            covered.add(key)
-            ok = any(_holds(e, a) for a in got)
-        else:
-            ok = all(_holds(e, a) for a in got)
+        got = actual.get((e.rule, e.user)) or [Actual("not matched")]
+        ok = any(_holds(e, a) for a in got) if e.fire else all(_holds(e, a) for a in got)
         if not ok:
-            shown = next((a for a in got if (a.outcome in ("fire", "deferred")) != e.fire),
-                         got[0])
+            shown = next((a for a in got if a.fired != e.fire), got[0])
             failures.append(Failure(n, step.at, e.rule, e.user, e.describe(),
                                     shown.describe(), e.pos))
-    for key, got in sorted(actual.items()):
-        if key in covered:
-            continue
-        for a in got:
-            if a.outcome in ("fire", "deferred") and not any(
-                    e.rule == key[0] and e.user == key[1] and not e.fire for e in step.expect):
-                failures.append(Failure(n, step.at, key[0], key[1], None, a.describe(),
-                                        step.pos))
-                break
+    expected = {(e.rule, e.user) for e in step.expect}  # a wrong one failed above already
+    for (rule, user), got in sorted(actual.items()):
+        fired = next((a for a in got if a.fired), None)
+        if (rule, user) not in expected and fired is not None:
+            failures.append(Failure(n, step.at, rule, user, None, fired.describe(), step.pos))
     return failures
 
 
