@@ -7,10 +7,10 @@ written. Committing the same fire twice is a no-op: the idempotency key (rule id
 occurrence) is the fire's primary key, and nothing else is written for a fire that exists.
 
 The writes are bulk: a rule's decisions are grouped by what they do (variant, channel per
-step, due time); each group's fires are inserted with one `executemany` (INSERT OR IGNORE, so
-fires committed before are skipped without a separate look-up), and the outbox items, consent
-uses, coupon reservations and cap rows of the group's new fires are derived from them with one
-INSERT ... SELECT per action step.
+step, due time); each group's fires are inserted with one statement (INSERT OR IGNORE over a
+JSON array, so fires committed before are skipped without a separate look-up), and the outbox
+items, consent uses, coupon reservations and cap rows of the group's new fires are derived from
+them with one INSERT ... SELECT per action step.
 """
 from __future__ import annotations
 
@@ -52,12 +52,12 @@ def tick(project: Project, store: Store, at: datetime, rule_ids: Iterable[str],
     conn = store.conn
     T = to_micros(at)
     ids = list(rule_ids)
-    specs: dict[int, str] = {}  # id(action) -> its JSON, serialised once per tick
+    specs: dict[int, int] = {}  # id(action) -> the id of its JSON, looked up once per tick
 
-    def spec_json(action: Any) -> str:
+    def spec_of(action: Any) -> int:
         key = id(action)
         if key not in specs:
-            specs[key] = orjson.dumps(action_spec(action)).decode()
+            specs[key] = ledger.spec_id(conn, orjson.dumps(action_spec(action)).decode())
         return specs[key]
 
     with store.transaction():
@@ -67,22 +67,22 @@ def tick(project: Project, store: Store, at: datetime, rule_ids: Iterable[str],
         for rp in result.rules:
             rule = project.rule(rp.rule_id)
             assert rule is not None
-            for key, rows in _groups(rule, rp.decisions, T, git_commit).items():
-                span = ledger.insert_fires(conn, rows)
+            for key, rows in _groups(rule, rp.decisions, T).items():
+                span = ledger.insert_fires(conn, rule.id, T, rule.content_hash, git_commit, rows)
                 repeated += len(rows) - span.count
                 if key is not None and span.count:
                     new += span.count
-                    items += _write_steps(project, store, rule, key, span, T, spec_json)
+                    items += _write_steps(project, store, rule, key, span, T, spec_of)
             ledger.set_tick(conn, rule.id, T, rule.content_hash)
             if rp.entered or rp.left:
                 ledger.set_members(conn, rule.id, rp.left, rp.entered, T)
         return CommitResult(result, new, repeated, items)
 
 
-def _groups(rule: Rule, decisions: Iterable[Decision], T: int,
-            git_commit: str) -> dict[Any, list[tuple[Any, ...]]]:
-    """The fire rows of a rule's decisions, grouped by what the fires do (one pass)."""
-    rid, chash, fire_id = rule.id, rule.content_hash, ledger.fire_id
+def _groups(rule: Rule, decisions: Iterable[Decision], T: int) -> dict[Any, list[tuple[Any, ...]]]:
+    """The fire rows of a rule's decisions (as `ledger.insert_fires` takes them), grouped by
+    what the fires do (one pass)."""
+    rid, fire_id = rule.id, ledger.fire_id
     groups: dict[Any, list[tuple[Any, ...]]] = {}
     for d in decisions:
         acts = d.outcome == "fire" or d.outcome == "deferred"
@@ -91,13 +91,13 @@ def _groups(rule: Rule, decisions: Iterable[Decision], T: int,
         rows = groups.get(key)
         if rows is None:
             rows = groups[key] = []
-        rows.append((fire_id(rid, d.user_id, d.occurrence), rid, d.user_id, d.occurrence,
-                     d.outcome, d.reason, d.variant, d.event_id, T, d.eval_at, chash, git_commit))
+        rows.append((fire_id(rid, d.user_id, d.occurrence), d.user_id, d.occurrence, d.outcome,
+                     d.reason, d.variant, d.event_id, d.eval_at))
     return groups
 
 
 def _write_steps(project: Project, store: Store, rule: Rule, key: Any, span: ledger.FireSpan,
-                 T: int, spec_json: Callable[[Any], str]) -> int:
+                 T: int, spec_of: Callable[[Any], int]) -> int:
     """The outbox items, consent uses, coupon reservations and cap rows of a group's new fires."""
     conn = store.conn
     variant, channels, due = key
@@ -106,7 +106,7 @@ def _write_steps(project: Project, store: Store, rule: Rule, key: Any, span: led
     items = 0
     for step, (action, channel) in enumerate(zip(actions, channels)):
         items += ledger.outbox_from_fires(conn, span, step, action.kind, channel,
-                                          spec_json(action), due, T)
+                                          spec_of(action), due, T)
         if isinstance(action, MessageAction) and action.template:
             cfg = project.config.channels.get(channel)
             tpl = project.templates.get(action.template)
@@ -114,7 +114,7 @@ def _write_steps(project: Project, store: Store, rule: Rule, key: Any, span: led
                     and tpl.kind == "one_time":
                 ledger.consent_from_fires(conn, span, step, action.template, T)
         if isinstance(action, CouponAction) and action.stock in project.coupons:
-            ledger.reserve_from_fires(conn, span, step, action.stock,
+            ledger.reserve_from_fires(conn, span, action.stock,
                                       project.coupons[action.stock].value_fen)
     if rule.marketing:
         for c in sorted({c for c in channels if c}) or [""]:

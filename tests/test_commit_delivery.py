@@ -32,8 +32,7 @@ def rows(store: Any, sql: str) -> set[tuple[Any, ...]]:
 
 def expected(result: Any, only: str | None = None) -> dict[str, set[tuple[Any, ...]]]:
     """The rows the commit must have written for the plan's acting decisions (of one user)."""
-    out: dict[str, set[tuple[Any, ...]]] = {"outbox": set(), "caps": set(), "consent": set(),
-                                            "reserved": set()}
+    out: dict[str, set[tuple[Any, ...]]] = {"outbox": set(), "caps": set(), "consent": set()}
     for rp in result.plan.rules:
         for d in rp.decisions:
             if d.outcome not in ("fire", "deferred") or only not in (None, d.user_id):
@@ -42,8 +41,6 @@ def expected(result: Any, only: str | None = None) -> dict[str, set[tuple[Any, .
             for step, channel in enumerate(d.channels):
                 item = ledger.item_id(fid, step)
                 out["outbox"].add((item, fid, step, channel, d.user_id, "pending"))
-                if step == 0:
-                    out["reserved"].add((item, "WINBACK10"))
                 if channel == "wechat_subscribe":
                     out["consent"].add((d.user_id, "coupon_arrival", item))
             out["caps"] |= {(d.user_id, rp.rule_id, fid, c) for c in d.channels if c}
@@ -54,8 +51,12 @@ def written(store: Any) -> dict[str, set[tuple[Any, ...]]]:
     return {
         "outbox": rows(store, "SELECT item_id, fire_id, step, channel, user_id, state FROM outbox"),
         "caps": rows(store, "SELECT user_id, rule_id, fire_id, channel FROM cap_ledger"),
-        "consent": rows(store, "SELECT user_id, template, item_id FROM consent_used"),
-        "reserved": rows(store, "SELECT item_id, stock FROM coupon_reserved")}
+        "consent": rows(store, "SELECT user_id, template, item_id FROM consent_used")}
+
+
+def reserved(store: Any) -> dict[str, tuple[int, int]]:
+    """Coupons reserved per stock by the committed fires: (count, fen)."""
+    return {s: (n, fen) for s, n, fen in store.conn.execute("SELECT * FROM coupon_budget_used")}
 
 
 def test_a_tick_writes_every_group_and_only_new_fires(tmp_path: Path) -> None:
@@ -74,6 +75,8 @@ def test_a_tick_writes_every_group_and_only_new_fires(tmp_path: Path) -> None:
         assert channels["a"][1] == "wechat_subscribe" and channels["b"][1] == "sms"
         want = expected(first)
         assert written(store) == want
+        fen = proj.coupons["WINBACK10"].value_fen
+        assert reserved(store) == {"WINBACK10": (2, 2 * fen)}
         n_fires = store.conn.execute("SELECT COUNT(*) FROM fires").fetchone()[0]
 
         # d qualifies later; the same tick again writes d's fire and rows, nothing else
@@ -90,10 +93,12 @@ def test_a_tick_writes_every_group_and_only_new_fires(tmp_path: Path) -> None:
         assert all(new.values())
         for table in want:
             assert got[table] == want[table] | new[table], table
+        assert reserved(store) == {"WINBACK10": (3, 3 * fen)}
 
         third = tick(proj, store, T, ["winback"], slots)
         assert (third.new_fires, third.repeated, third.outbox_items) == (0, 3, 0)
         assert written(store) == got
+        assert reserved(store) == {"WINBACK10": (3, 3 * fen)}
 
 
 @dataclass

@@ -110,3 +110,69 @@ def test_dialect_column_types() -> None:
     assert SQLITE.ident("tier") == '"tier"'
     assert SQLITE.column_type(FieldType("money")) == "INTEGER"
     assert SQLITE.column_type(FieldType("list", "string")) == "TEXT"
+
+
+def test_the_leaner_ledger_migration_keeps_every_fire_and_outbox_item(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database from before "0007 leaner ledger" (fires with a second unique index, outbox
+    items each carrying their action's JSON) keeps every row, rowid and spec across it."""
+    import orjson
+
+    from engine.store import ledger, schema
+
+    db = tmp_path / "t.db"
+    names = [n for n, _ in ENGINE_MIGRATIONS]
+    monkeypatch.setattr(schema, "ENGINE_MIGRATIONS",
+                        ENGINE_MIGRATIONS[:names.index("0007 leaner ledger")])
+    specs = [orjson.dumps({"kind": "coupon", "stock": "S"}).decode(),
+             orjson.dumps({"kind": "message", "template": "t", "data": {"a": "券"}}).decode()]
+    with open_store(db, model()) as store:
+        fires = [(ledger.fire_id("r", u, "o1"), "r", u, "o1", "fire", None, None, None, 10, 10,
+                  "h", "") for u in ("u1", "u2")]
+        store.conn.executemany("INSERT INTO fires VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", fires)
+        store.conn.executemany(
+            "INSERT INTO outbox(item_id, fire_id, step, kind, channel, user_id, spec, due_at, "
+            "state, next_at, updated_at) VALUES (?, ?, ?, ?, '', ?, ?, 5, ?, 5, 5)",
+            [(ledger.item_id(f[0], step), f[0], step, "coupon" if step == 0 else "message",
+              f[2], specs[step], "sent" if step == 0 else "pending")
+             for f in fires for step in (0, 1)])
+        before_fires = store.conn.execute("SELECT rowid, * FROM fires ORDER BY rowid").fetchall()
+    monkeypatch.undo()
+    with open_store(db, model()) as store:
+        assert store.migrations == ("0007 leaner ledger",)
+        conn = store.conn
+        assert conn.execute("SELECT rowid, * FROM fires ORDER BY rowid").fetchall() == before_fires
+        indexes = {n for (n,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name IN "
+            "('fires', 'outbox')")}
+        assert indexes == {"sqlite_autoindex_fires_1", "fires_user_rule", "fires_tick",
+                           "sqlite_autoindex_outbox_1", "outbox_ready"}
+        assert conn.execute("SELECT COUNT(*) FROM outbox_specs").fetchone()[0] == 2
+        ready = ledger.ready_items(conn, 100)  # step 1 items: step 0 was sent
+        assert sorted((i.fire_id, i.step, i.spec["data"]["a"]) for i in ready) == \
+            sorted((f[0], 1, "券") for f in fires)
+        # the fire's primary key still makes committing the same key again a no-op
+        f = fires[0]
+        span = ledger.insert_fires(conn, "r", 11, "h2", "",
+                                   [(f[0], f[2], f[3], f[4], f[5], f[6], f[7], f[9])])
+        assert span.count == 0
+
+
+def test_the_leaner_ledger_migration_turns_reserved_coupons_into_budget_counters(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.store import ledger, schema
+
+    db = tmp_path / "t.db"
+    names = [n for n, _ in ENGINE_MIGRATIONS]
+    monkeypatch.setattr(schema, "ENGINE_MIGRATIONS",
+                        ENGINE_MIGRATIONS[:names.index("0007 leaner ledger")])
+    with open_store(db, model()) as store:
+        store.conn.executemany("INSERT INTO coupon_reserved VALUES (?, ?, ?)",
+                               [("i1_0", "A", 1000), ("i2_0", "A", 1000), ("i3_0", "B", 550)])
+    monkeypatch.undo()
+    with open_store(db, model()) as store:
+        assert ledger.coupons_committed(store.conn, "A") == (2, 2000)
+        assert ledger.coupons_committed(store.conn, "B") == (1, 550)
+        assert ledger.coupons_committed(store.conn, "C") == (0, 0)
+        assert store.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'coupon_reserved'"
+                                  ).fetchone() is None

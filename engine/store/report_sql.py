@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 from ..lang import typed as t
 from ..lang.values import DAY_US, local_midnight_us
 from .audience import Compiler, Env, Query, register_time_functions, uses
+from .ledger import ITEMS_OF_FIRE
 
 # Read by the report's window scan; added by engine migration 0004 (engine/store/schema.py).
 REPORT_INDEXES: Sequence[str] = (
@@ -83,6 +84,7 @@ def load_window(conn: Any, tz: tzinfo, lo: int, hi: int) -> None:
     lo_p, hi_p = sql.bind(lo), sql.bind(hi)
     day = sql.local_day_sql("f.tick_at")
     reach = "o.kind IN ('message', 'coupon')"
+    items = ITEMS_OF_FIRE.format(item="o.item_id", fire="f.fire_id")
     sql.run(conn, f"""
         INSERT INTO {WINDOW}
         SELECT f.fire_id, f.rule_id, f.user_id, f.variant, f.outcome, f.reason, {day},
@@ -96,7 +98,7 @@ def load_window(conn: Any, tz: tzinfo, lo: int, hi: int) -> None:
                WHEN SUM({reach}) > 0
                  THEN MIN(CASE WHEN o.state = 'sent' AND {reach} THEN o.updated_at END)
                ELSE MIN(CASE WHEN o.state = 'sent' THEN o.updated_at END) END
-        FROM fires f LEFT JOIN outbox o ON o.fire_id = f.fire_id
+        FROM fires f LEFT JOIN outbox o ON {items}
              AND f.outcome IN ('fire', 'deferred')
         WHERE f.tick_at >= {lo_p} AND f.tick_at < {hi_p}
         GROUP BY f.fire_id""")

@@ -23,11 +23,25 @@ EVENTS_INDEX = "events_type_user_ts"
 EVENTS_INDEX_SQL = (f"CREATE INDEX IF NOT EXISTS {EVENTS_INDEX} "
                     "ON events(type_id, user_id, ts, amount_fen)")
 
-def _state_tables() -> list[str]:
+def state_tables() -> list[str]:
+    """The engine's own tables as this version writes them (rule state and the ledger)."""
     from .ledger import LEDGER_TABLES
     from .queries import STATE_TABLES
 
-    return [sql for sql in (*STATE_TABLES, *LEDGER_TABLES) if "events_type_ts" not in sql]
+    return [*STATE_TABLES, *LEDGER_TABLES]
+
+
+def _state_tables_0003() -> list[str]:
+    from .ledger import LEDGER_TABLES_0003
+    from .queries import STATE_TABLES
+
+    return [*STATE_TABLES, *LEDGER_TABLES_0003]
+
+
+def _leaner_ledger() -> tuple[str, ...]:
+    from .ledger import MIGRATION_0007
+
+    return MIGRATION_0007
 
 
 def _consent_accepts() -> tuple[str, ...]:
@@ -74,10 +88,12 @@ ENGINE_MIGRATIONS: Sequence[tuple[str, Sequence[str]]] = (
         # due-time index for event triggers: the events of one type in (last tick, T]
         "CREATE INDEX IF NOT EXISTS events_type_ts ON events(type_id, ts)",
     )),
-    ("0003 rule state and delivery ledger", tuple(_state_tables())),
+    ("0003 rule state and delivery ledger", tuple(_state_tables_0003())),
     ("0004 report indexes", tuple(_report_indexes())),
     # subscription-consent accepts per (user, ts), kept by triggers on events
     ("0005 consent accepts", _consent_accepts()),
+    # fewer indexes on fires and outbox, one copy of each action's JSON (engine/store/ledger.py)
+    ("0007 leaner ledger", _leaner_ledger()),
 )
 
 

@@ -66,7 +66,7 @@ def _src_problem(conn: sqlite3.Connection, datamodel: DataModel) -> str | None:
 def scratch_store(real: Path, datamodel: DataModel) -> Iterator[Store]:
     """A Store reading users and events from `real` (never written) with empty engine
     tables; the temporary file is deleted on exit."""
-    from .schema import _state_tables
+    from .schema import state_tables
 
     if not real.is_file():
         raise CannotRun(f"no database at {real}", hint="ingest data first: `engine ingest ...`")
@@ -81,7 +81,7 @@ def scratch_store(real: Path, datamodel: DataModel) -> Iterator[Store]:
             uri = "file:" + quote(str(real.resolve())) + "?mode=ro"
             conn.execute("ATTACH DATABASE ? AS src", (uri,))
             problem = _src_problem(conn, datamodel)
-            for sql in _state_tables():
+            for sql in state_tables():
                 conn.execute(sql)  # unqualified CREATE: in main, shadowing src's
             conn.execute(_COUPON_STEPS_INDEX)
             type_ids = dict(conn.execute("SELECT name, type_id FROM src.event_types"))
@@ -108,7 +108,8 @@ def issue_coupons(conn: Any, T: int, stocks: Mapping[str, tuple[int, int]]) -> i
             "INSERT OR IGNORE INTO issued_coupons SELECT 'sim-' || o.item_id, o.item_id, "
             "o.fire_id, o.user_id, ?1, f.rule_id, ?2, o.due_at, o.due_at + ?3, NULL "
             "FROM outbox o JOIN fires f ON f.fire_id = o.fire_id WHERE o.kind = 'coupon' "
-            "AND o.updated_at = ?4 AND json_extract(o.spec, '$.stock') = ?1",
+            "AND o.updated_at = ?4 AND o.spec_id IN (SELECT spec_id FROM outbox_specs "
+            "WHERE json_extract(spec, '$.stock') = ?1)",
             (stock, value_fen, valid_us, T))
     return int(conn.total_changes - before)
 
