@@ -13,10 +13,13 @@
   workers, then renders the next chunk while they send.
 - Rendered values are checked again at send time (keyword limits, forced-share and
   false-claim phrases): a violation fails the item with a reason instead of sending it.
+- A message's context holds what its templates read (found once per message spec on the
+  syntax tree): the user attributes they name, `coupon` and `event` only when named.
 """
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +56,18 @@ class DeliveryReport:
         return dict(sorted(self.counts.items()))
 
 
+@dataclass(frozen=True)
+class Reads:
+    """What a message's templates read: the context names (None: any) and the user
+    attributes (None: all of them)."""
+
+    roots: frozenset[str] | None
+    user_attrs: frozenset[str] | None
+
+
+EVERYTHING = Reads(None, None)
+
+
 def backoff_us(item_id: str, attempt: int) -> int:
     """Exponential backoff with jitter in [0.5, 1.5): deterministic per (item, attempt)."""
     h = int.from_bytes(hashlib.sha256(f"{item_id}:{attempt}".encode()).digest()[:4], "big")
@@ -73,11 +88,15 @@ class Deliverer:
         self.report = DeliveryReport()
         self.lists = {k: v for k, v in compliance.phrase_lists(project.config.phrases).items()
                       if k in GUARDED_LISTS}  # checked at send time; the others by `validate`
-        self.folded = tuple(p.casefold() for v in self.lists.values() for p in v)
+        self.phrases = re.compile("|".join(re.escape(p.casefold())
+                                           for v in self.lists.values() for p in v) or "(?!)")
         self.now = from_micros(self.T, self.tz)
         pii = project.datamodel.pii_fields()  # never rendered, whatever the template says
-        self.user_fields = [(k, f.type, str(f.type) == "timestamp")
-                            for k, f in project.datamodel.user.items() if k not in pii]
+        self.user_fields = {k: (f.type, str(f.type) == "timestamp")
+                            for k, f in project.datamodel.user.items() if k not in pii}
+        self.reads_of: dict[tuple[str, ...], Reads] = {}
+        self.rule_ctx: dict[Any, dict[str, Any]] = {}
+        self.recipient_attr: dict[str, str | None] = {}  # the user attribute, per channel
         self.guarded: dict[tuple[str, str | None, str], str | None] = {}
         self.prepare([])
 
@@ -96,24 +115,80 @@ class Deliverer:
     def fire(self, item: ledger.Item) -> dict[str, Any]:
         return self.fires.get(item.fire_id) or ledger.fire_context(self.conn, item.fire_id)
 
-    def user_context(self, user_id: str) -> dict[str, Any]:
-        known = self.user_ctx.get(user_id)
-        if known is not None:
-            return known
+    def user_context(self, user_id: str, attrs: frozenset[str] | None = None
+                     ) -> dict[str, Any]:
+        """The user's non-PII attributes in template form: those in `attrs` (all if None),
+        converted once per user and round (a user with several items shares them)."""
+        user = self.user_ctx.get(user_id)
+        if user is None:
+            user = self.user_ctx[user_id] = {"user_id": user_id}
+        if attrs is None:
+            if len(user) == len(self.user_fields) + 1:
+                return user
+            done, user = user, {"user_id": user_id}  # all of them, in the data model's order
+            self.user_ctx[user_id] = user
+        else:
+            done = user
         row = self.users.get(user_id) or {}
-        user: dict[str, Any] = {"user_id": user_id}
-        for k, ftype, stamp in self.user_fields:
-            v = _convert(row.get(k), ftype)
-            user[k] = from_micros(v, self.tz) if stamp and v is not None else v
-        self.user_ctx[user_id] = user
+        for k in self.user_fields if attrs is None else attrs:
+            if k in done:
+                user[k] = done[k]
+            elif k in self.user_fields:  # else not a field a template may read: undefined
+                ftype, stamp = self.user_fields[k]
+                v = _convert(row.get(k), ftype)
+                user[k] = from_micros(v, self.tz) if stamp and v is not None else v
         return user
 
-    def context(self, item: ledger.Item) -> dict[str, Any]:
+    def reads(self, texts: tuple[str, ...]) -> Reads:
+        """What `texts` read, so that only that is put in their context (computed once per
+        distinct message spec)."""
+        known = self.reads_of.get(texts)
+        if known is not None:
+            return known
+        roots: set[str] | None = set()
+        attrs: set[str] | None = set()
+        for text in texts:
+            refs, problem = render.analyse(text) if _is_template(text) else ((), None)
+            if problem is not None:  # rendering reports the syntax error; give it everything
+                roots = attrs = None
+                break
+            for ref in refs:
+                if roots is not None:
+                    roots.add(ref.root)
+                if ref.root == "user" and attrs is not None:
+                    if ref.attr is None or (ref.attr not in self.user_fields
+                                            and ref.attr != "user_id"):
+                        attrs = None  # `user` itself, or one of its methods (`user.items()`)
+                    else:
+                        attrs.add(ref.attr)
+        out = Reads(None if roots is None else frozenset(roots),
+                    None if attrs is None else frozenset(attrs))
+        self.reads_of[texts] = out
+        return out
+
+    def context(self, item: ledger.Item, reads: Reads = EVERYTHING) -> dict[str, Any]:
+        """The names a template may use: `user` (non-PII attributes), `now`, `variant`,
+        `rule`, and `coupon` and `event` when the fire has them. Only the names `reads` lists
+        are built (a name not built is undefined, as it would be unused)."""
+        roots = reads.roots
         fire = self.fires.get(item.fire_id) or {}
-        ctx: dict[str, Any] = {"user": self.user_context(item.user_id), "now": self.now,
-                               "variant": fire.get("variant")}
-        rule = self.project.rule(str(fire.get("rule_id")))
-        ctx["rule"] = {"id": fire.get("rule_id"), "name": rule.name if rule else ""}
+        ctx: dict[str, Any] = {"now": self.now, "variant": fire.get("variant")}
+        if roots is None or "user" in roots:
+            ctx["user"] = self.user_context(item.user_id, reads.user_attrs)
+        if roots is None or "rule" in roots:
+            ctx["rule"] = self.rule_context(fire.get("rule_id"))
+        if roots is None or "coupon" in roots:
+            self.add_coupon(ctx, item, fire)
+        if roots is None or "event" in roots:
+            event_id = fire.get("event_id")
+            ev = self.events.get(str(event_id)) if event_id else None
+            if ev is not None:
+                props = orjson.loads(ev[2]) if ev[2] else {}
+                ctx["event"] = {"event_id": event_id, "ts": from_micros(ev[0], self.tz),
+                                "amount": ev[1], **props}
+        return ctx
+
+    def add_coupon(self, ctx: dict[str, Any], item: ledger.Item, fire: dict[str, Any]) -> None:
         coupon = self.coupons.get(item.fire_id)
         if coupon is None and str(fire.get("occurrence", "")).startswith("coupon:"):
             coupon = ledger.coupon_by_id(self.conn, str(fire["occurrence"])[7:])
@@ -126,13 +201,13 @@ class Deliverer:
                 "minimum": fen_to_yuan(stock.minimum_fen) if stock else "0.00",
                 "issued_at": from_micros(coupon["issued_at"], self.tz),
                 "expires_at": from_micros(coupon["expires_at"], self.tz)}
-        event_id = fire.get("event_id")
-        ev = self.events.get(str(event_id)) if event_id else None
-        if ev is not None:
-            props = orjson.loads(ev[2]) if ev[2] else {}
-            ctx["event"] = {"event_id": event_id, "ts": from_micros(ev[0], self.tz),
-                            "amount": ev[1], **props}
-        return ctx
+
+    def rule_context(self, rule_id: Any) -> dict[str, Any]:
+        known = self.rule_ctx.get(rule_id)
+        if known is None:
+            rule = self.project.rule(str(rule_id))
+            known = self.rule_ctx[rule_id] = {"id": rule_id, "name": rule.name if rule else ""}
+        return known
 
     def guard(self, name: str, kind: str | None, value: str) -> str | None:
         """Why a rendered value may not be sent (the limits of template keyword `name` of
@@ -144,7 +219,7 @@ class Deliverer:
         problem = compliance.keyword_problem(kind, value) if kind is not None else None
         if problem:
             problem = f"keyword_limit: {name}: {problem}"
-        elif _contains_any(value.casefold(), self.folded):  # else no phrase can match
+        elif self.phrases.search(value.casefold()):  # else no phrase can match
             hits = [h for h in compliance.phrase_hits(value, self.lists)
                     if h.code in ("FORCED_SHARE", "FALSE_CLAIM")]
             problem = f"compliance: {hits[0].code} `{hits[0].phrase}`" if hits else None
@@ -157,11 +232,18 @@ class Deliverer:
         """The payload for the channel, or why it may not be sent."""
         spec = item.spec
         try:
-            ctx = self.context(item)
             if item.kind == "webhook":
+                self.context(item)  # built whole, as before: a row it cannot read fails it
                 return {"body": spec.get("body")}, None
-            if kind == "wechat_subscribe" or (kind == "console" and spec.get("template")
-                                              and not spec.get("text")):
+            subscribe = kind == "wechat_subscribe" or (kind == "console" and spec.get("template")
+                                                       and not spec.get("text"))
+            if subscribe:
+                texts = tuple(str(v) for v in (spec.get("data") or {}).values())
+                texts += (str(spec["page"]),) if spec.get("page") else ()
+            else:
+                texts = (str(spec.get("text") or ""),)
+            ctx = self.context(item, self.reads(texts))
+            if subscribe:
                 tpl = self.project.templates.get(str(spec.get("template")))
                 if tpl is None:
                     return {}, "template_unknown"
@@ -209,11 +291,15 @@ class Deliverer:
         ch = self.channels.get(item.channel)
         if ch is None:
             return None, f"channel `{item.channel}` is not available"
-        cfg = self.project.config.channels.get(item.channel)
-        field_opt, default = RECIPIENT_FIELDS.get(ch.kind, ("", ""))
+        if item.channel not in self.recipient_attr:
+            cfg = self.project.config.channels.get(item.channel)
+            field_opt, default = RECIPIENT_FIELDS.get(ch.kind, ("", ""))
+            self.recipient_attr[item.channel] = \
+                (str(cfg.options.get(field_opt, default)) if cfg else default) \
+                if field_opt else None
+        attr = self.recipient_attr[item.channel]
         recipient = ""
-        if field_opt:
-            attr = str(cfg.options.get(field_opt, default)) if cfg else default
+        if attr is not None:
             row = self.users.get(item.user_id) or {}
             recipient = str(row.get(attr) or "")
             if not recipient:
@@ -415,13 +501,13 @@ def _send_groups(channel: Channel, groups: list[list[tuple[ledger.Item, SendRequ
     return out
 
 
-def _contains_any(text: str, phrases: tuple[str, ...]) -> bool:
-    return any(p in text for p in phrases)
+def _is_template(text: str) -> bool:
+    return "{{" in text or "{%" in text or "{#" in text
 
 
 def _render(text: str, context: dict[str, Any]) -> str:
     """A text with no template syntax is its own rendering (no sandbox call)."""
-    if "{{" in text or "{%" in text or "{#" in text:
+    if _is_template(text):
         return render.render(text, context)
     return text
 

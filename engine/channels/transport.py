@@ -7,7 +7,8 @@
 - one pool of keep-alive connections per channel (`wire.Http`), shared by the sending threads;
 - transport failures map to send statuses by what they prove: a request that never left
   (connect refused or timed out, write failed) is `retry`; one that left but got no answer
-  (read timeout, connection dropped) is `unknown`, or `retry` for idempotent channels.
+  (read timeout, connection dropped, an unreadable reply) is `unknown`, or `retry` for
+  idempotent channels.
 
 Nothing here logs. Result details are passed through `mask`, which removes the channel's
 secrets and any `access_token=` value, before they leave a channel.
@@ -154,6 +155,8 @@ def call(http: Http, method: str, path: str, *, content: bytes | None = None,
     except NoAnswer as exc:
         if exc.kind == "timeout":
             detail = f"no reply from {host} within {http.read_timeout:g} s after the request"
+        elif exc.kind == "bad_reply":
+            detail = f"{host} sent a reply that is not HTTP/1.1 as expected ({exc})"
         else:
             detail = f"{host} dropped the connection after the request was sent ({exc})"
         return not_answered(idempotent, exc.kind, mask(detail, secrets))

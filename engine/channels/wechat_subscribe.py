@@ -100,7 +100,7 @@ class WeChatSubscribeChannel:
         template_id, data = p.get("template_id"), p.get("data")
         if not request.recipient:
             return SendResult(FAILED, "no_recipient", "the user has no openid")
-        if not template_id or not isinstance(data, Mapping) or not data:
+        if not template_id or not isinstance(data, (dict, Mapping)) or not data:
             return SendResult(FAILED, "bad_payload", "a subscription message needs "
                               "`template_id` and a non-empty `data` mapping")
         body: dict[str, Any] = {
