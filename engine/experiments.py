@@ -9,17 +9,14 @@ actions. Changing a weight moves only the users on the boundary it shifts.
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
+from typing import Callable
 
 from .rules.model import Experiment
 
 _SCALE = float(1 << 64)
-
-
-def _uniforms(rule_id: str, user_id: str) -> tuple[float, float]:
-    digest = hashlib.sha256(f"{rule_id}:{user_id}".encode("utf-8")).digest()
-    return (int.from_bytes(digest[:8], "big") / _SCALE,
-            int.from_bytes(digest[8:16], "big") / _SCALE)
+_TWO_U64 = struct.Struct(">QQ")
 
 
 @dataclass(frozen=True)
@@ -29,19 +26,38 @@ class Assignment:
 
 
 def assign(rule_id: str, user_id: str, experiment: Experiment | None) -> Assignment:
+    return assigner(rule_id, experiment)(user_id)
+
+
+def assigner(rule_id: str, experiment: Experiment | None) -> Callable[[str], Assignment]:
+    """`assign` for one rule, for many users: the same assignments, with the rule's part of
+    the hash, the weights and the possible results worked out once."""
     if experiment is None:
-        return Assignment(False, None)
-    u_holdout, u_variant = _uniforms(rule_id, user_id)
-    if u_holdout < experiment.holdout:
-        return Assignment(True, None)
-    variants = experiment.variants
-    if not variants:
-        return Assignment(False, None)
+        none = Assignment(False, None)
+        return lambda user_id: none
+    prefix = hashlib.sha256(f"{rule_id}:".encode("utf-8"))
+    holdout, variants = experiment.holdout, experiment.variants
+    held, plain = Assignment(True, None), Assignment(False, None)
     total = sum(v.weight for v in variants)
-    point = u_variant * total
+    bounds: list[tuple[float, Assignment]] = []
     acc = 0.0
     for v in variants:
         acc += v.weight
-        if point < acc:
-            return Assignment(False, v.name)
-    return Assignment(False, variants[-1].name)
+        bounds.append((acc, Assignment(False, v.name)))
+    unpack = _TWO_U64.unpack_from
+
+    def one(user_id: str) -> Assignment:
+        h = prefix.copy()
+        h.update(user_id.encode("utf-8"))
+        a, b = unpack(h.digest())
+        if a / _SCALE < holdout:
+            return held
+        if not bounds:
+            return plain
+        point = b / _SCALE * total
+        for bound, assignment in bounds:
+            if point < bound:
+                return assignment
+        return bounds[-1][1]
+
+    return one

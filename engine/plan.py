@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 
-from .experiments import assign
+from .experiments import assigner
 from .lang import typed as t
 from .lang.to_python import Ctx, EventRow, Lifecycle, compile_condition
 from .lang.values import days_to_date
@@ -27,7 +27,7 @@ from .rules.model import Rule
 from .store import Store
 from .store import queries as q
 from .store.audience import Env, select_users
-from .store.facts import StoredFacts, load_facts
+from .store.facts import StoredFacts, lazy_facts
 from .timeutil import from_micros, to_micros
 from .triggers import date_fire_offset_us, event_eval_time
 from . import rfm as rfmlib
@@ -51,6 +51,14 @@ class Decision:
     event_id: str | None = None
     channels: tuple[str, ...] = ()  # per action step: the channel it will use ("" internal)
     deferred_until: int | None = None  # µs, for `deferred` (quiet hours)
+
+    def decided(self, outcome: str, reason: str | None, channels: tuple[str, ...],
+                deferred_until: int | None) -> "Decision":
+        """This decision with its outcome decided by the policy, built directly (positional
+        arguments, in field order): dataclasses.replace costs several times more over
+        hundreds of thousands of decisions. A field added above must be carried here too."""
+        return Decision(self.user_id, outcome, reason, self.occurrence, self.eval_at,
+                        self.variant, self.event_id, channels, deferred_until)
 
 
 @dataclass(frozen=True)
@@ -118,13 +126,23 @@ class Snapshot:
         return self._rfm
 
     _summaries: dict[int, str] = field(default_factory=dict)
+    _fresh: bool | None = None
+
+    @property
+    def stored_summary(self) -> bool:
+        """Whether the stored event summary is fresh (read once per snapshot)."""
+        if self._fresh is None:
+            from .store.event_summary import is_fresh
+            self._fresh = is_fresh(self.conn)
+        return self._fresh
 
     def summary(self, type_id: int) -> str:
         """Per-user count, first/last ts and amount of one event type before T, once per
         snapshot: shared by the rules' unwindowed aggregates and RFM."""
         if type_id not in self._summaries:
             from .store.audience import materialise_summary
-            self._summaries[type_id] = materialise_summary(self.conn, self.T, type_id)
+            self._summaries[type_id] = materialise_summary(self.conn, self.T, type_id,
+                                                           self.stored_summary)
         return self._summaries[type_id]
 
     def drop_tables(self) -> None:
@@ -140,7 +158,7 @@ class Snapshot:
         a load without RFM is replaced when a rule needs RFM."""
         cached = self._facts.get(user_id)
         if cached is None or (needs_rfm and not cached.rfm and user_id not in self._no_rfm):
-            cached = load_facts(self.conn, self.project.datamodel, user_id,
+            cached = lazy_facts(self.conn, self.project.datamodel, user_id,
                                 self.rfm_table() if needs_rfm else None)
             self._facts[user_id] = cached
             if needs_rfm and not cached.rfm:
@@ -186,7 +204,7 @@ class Occurrence:
 def scheduled_matches(snap: Snapshot, rule: Rule, slot: int) -> list[Occurrence]:
     """Audience of a schedule/every rule at T, selected in SQL."""
     env = Env(snap.T, snap.project.config.tz, snap.store.type_ids, lifecycle=_lc_tuple(snap),
-              summary=snap.summary)
+              summary=snap.summary, stored_summary=snap.stored_summary)
     has_signup = _has_signup(snap)
     if rule.audience is not None:
         users = select_users(snap.conn, rule.audience.expr, env, has_signup, snap.rfm_table)
@@ -196,7 +214,7 @@ def scheduled_matches(snap: Snapshot, rule: Rule, slot: int) -> list[Occurrence]
         excluded = set(select_users(snap.conn, rule.unless.expr,
                                     Env(snap.T, snap.project.config.tz, snap.store.type_ids,
                                         rfm_table=env.rfm_table, lifecycle=_lc_tuple(snap),
-                                        summary=snap.summary),
+                                        summary=snap.summary, stored_summary=snap.stored_summary),
                                     has_signup, snap.rfm_table))
         users = [u for u in users if u not in excluded]
     key = from_micros(slot, snap.project.config.tz).isoformat()
@@ -298,9 +316,9 @@ def decide(rule: Rule, matches: Sequence[Occurrence], previous_members: set[str]
            ) -> RulePlan:
     on_enter = rule.fire == "on_enter" and rule.trigger.kind in ("schedule", "every")
     decisions = []
-    no_experiment = assign(rule.id, "", None)
+    assign_user = assigner(rule.id, rule.experiment)
     for m in matches:
-        a = assign(rule.id, m.user_id, rule.experiment) if rule.experiment else no_experiment
+        a = assign_user(m.user_id)
         event_id = m.event.event_id if m.event is not None else None
         if on_enter and previous_members is not None and m.user_id in previous_members:
             decisions.append(Decision(m.user_id, "suppressed", "already_entered", m.key,

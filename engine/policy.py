@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .config import CouponStock
 from .rules.model import Action, CouponAction, MessageAction, Rule
@@ -40,11 +40,13 @@ US = timedelta(microseconds=1)
 
 @dataclass
 class TickUsage:
-    """What the fires decided so far in this tick have taken."""
+    """What the fires decided so far in this tick have taken, keyed for cheap lookups in the
+    per-candidate pass: rule id -> user -> fires; cap index -> user -> fires; template ->
+    user -> consent uses; coupon stock -> count and fen."""
 
-    rule: Counter[tuple[str, str]] = field(default_factory=Counter)
-    caps: Counter[tuple[str, int]] = field(default_factory=Counter)
-    consent: Counter[tuple[str, str]] = field(default_factory=Counter)
+    rule: dict[str, Counter[str]] = field(default_factory=dict)
+    caps: dict[int, Counter[str]] = field(default_factory=dict)
+    consent: dict[str, Counter[str]] = field(default_factory=dict)
     coupons: Counter[str] = field(default_factory=Counter)
     coupon_fen: Counter[str] = field(default_factory=Counter)
 
@@ -113,7 +115,9 @@ class Policy:
         self.long_term = {n for n, t in self.project.templates.items() if t.kind == "long_term"}
         # per rule, filled by load():
         self.rule_counts: dict[str, int] = {}
-        self.caps: list[tuple[int, str | None, int, dict[str, int]]] = []  # i, channel, max
+        # the caps that apply to the rule: channel, max, fires in the window per candidate,
+        # fires of this tick per user (shared by every rule the cap applies to)
+        self.caps: list[tuple[str | None, int, dict[str, int], Counter[str]]] = []
         self.consent: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
         self.absent: dict[str, set[str]] = {}
 
@@ -125,8 +129,9 @@ class Policy:
         if rule.marketing:
             for i, cap in enumerate(self.project.config.policy.caps):
                 if cap.category is None or cap.category == rule.category:
-                    self.caps.append((i, cap.channel, cap.max, ledger.bulk_caps(
-                        self.conn, self.T - cap.per // US, cap.category, cap.channel)))
+                    self.caps.append((cap.channel, cap.max, ledger.bulk_caps(
+                        self.conn, self.T - cap.per // US, cap.category, cap.channel),
+                        self.usage.caps.setdefault(i, Counter())))
         self.consent = {}
         self.absent = {}
         type_id = self.snap.store.type_ids.get("subscribe_authorized")
@@ -177,22 +182,57 @@ class Policy:
     # -- checks (called once per candidate: lookups in what load() read, nothing else) ------
     def channels(self, plan: VariantPlan, user_id: str) -> tuple[tuple[str, ...], str | None]:
         """The channel each step will use (consent and fallback resolved), or a reason."""
-        out: list[str] = []
+        return self.router(plan)(user_id)
+
+    def router(self, plan: VariantPlan) -> Callable[[str], tuple[tuple[str, ...], str | None]]:
+        """`channels` for one variant of the rule load() read, with everything that does not
+        depend on the user resolved once: per message step, its options in order as (name,
+        users without a recipient there or None, and for a subscription channel the
+        template's consent lookups)."""
         absent = self.absent
+        steps: list[tuple[str, tuple[tuple[Any, ...], ...] | None]] = []
         for step in plan.steps:
             if step.options is None:
-                out.append(step.fixed)
+                steps.append((step.fixed, None))
                 continue
+            options: list[tuple[Any, ...]] = []
             for name, subscribe in step.options:
-                if name in absent and user_id in absent[name]:
-                    continue  # no openid / phone / WeCom id to send to
-                if not subscribe or (step.template
-                                     and self.consent_left(user_id, step.template) > 0):
-                    out.append(name)
-                    break
-            else:
-                return (), "no_consent"
-        return tuple(out), None
+                if subscribe and not step.template:
+                    continue  # a subscription channel without a template is never usable
+                consent = None
+                if subscribe:
+                    assert step.template is not None
+                    granted, used = self.consent.get(step.template, ({}, {}))
+                    consent = (granted, used,
+                               self.usage.consent.setdefault(step.template, Counter()),
+                               step.template in self.long_term)
+                options.append((name, absent.get(name), consent))
+            steps.append(("", tuple(options)))
+        if all(o is None for _, o in steps):
+            fixed = tuple(f for f, _ in steps)
+            return lambda user_id: (fixed, None)
+
+        def route(user_id: str) -> tuple[tuple[str, ...], str | None]:
+            out: list[str] = []
+            for fixed_channel, options in steps:
+                if options is None:
+                    out.append(fixed_channel)
+                    continue
+                for name, gone, consent in options:
+                    if gone is not None and user_id in gone:
+                        continue  # no openid / phone / WeCom id to send to
+                    if consent is None:
+                        out.append(name)
+                        break
+                    granted, used, taken, long_term = consent
+                    g = granted.get(user_id, 0)
+                    if g and (long_term or g - used.get(user_id, 0) - taken.get(user_id, 0) > 0):
+                        out.append(name)
+                        break
+                else:
+                    return (), "no_consent"
+            return tuple(out), None
+        return route
 
     def consent_left(self, user_id: str, template: str) -> int:
         granted, used = self.consent.get(template, ({}, {}))
@@ -201,19 +241,19 @@ class Policy:
             return 1 if g else 0
         if not g:
             return 0  # nothing granted: nothing left, whatever was used
-        return g - used.get(user_id, 0) - self.usage.consent.get((user_id, template), 0)
+        taken = self.usage.consent.get(template)
+        return g - used.get(user_id, 0) - (taken[user_id] if taken is not None else 0)
 
     def capped(self, rule: Rule, user_id: str, channels: Sequence[str]) -> str | None:
         if rule.limits is not None:
             n = self.rule_counts.get(user_id, 0)
-            if n + self.usage.rule.get((rule.id, user_id), 0) >= rule.limits.max:
+            fired = self.usage.rule.get(rule.id)
+            if n + (fired[user_id] if fired is not None else 0) >= rule.limits.max:
                 return "capped_rule"
-        if not self.caps:  # none apply: not a marketing rule, or no cap of its category
-            return None
-        for i, channel, most, counts in self.caps:
+        for channel, most, counts, used in self.caps:  # empty: not marketing, or no cap applies
             if channel is not None and channel not in channels:
                 continue
-            if counts.get(user_id, 0) + self.usage.caps.get((user_id, i), 0) >= most:
+            if counts.get(user_id, 0) + used[user_id] >= most:
                 return "capped_global"
         return None
 
@@ -232,6 +272,9 @@ class Policy:
 
     # -- the pass over one rule's decisions ------------------------------------------------
     def apply(self, rule: Rule, decisions: Sequence[Any]) -> list[Any]:
+        """The checks of the module docstring, in that order, for each decision that would
+        fire. The body is `capped`, `channels` and `take` inlined, with per-rule values held
+        in locals: it runs once per candidate, hundreds of thousands of times a tick."""
         candidates = [d.user_id for d in decisions if d.outcome == "fire"]
         if not candidates:
             return list(decisions)
@@ -244,45 +287,71 @@ class Policy:
         outcome = "fire" if until_us is None else "deferred"
         optout = self.optout if rule.marketing else set()
         plans = {v: self.variant_plan(rule, v) for v in {d.variant for d in decisions}}
-        channels_of, capped, budget, take = self.channels, self.capped, self.budget, self.take
+        routes = {v: self.router(p) for v, p in plans.items()}
+        # what take() records, per variant: the (template, uses) counters of its subscription
+        # steps, looked up by the channel the user got for that step
+        consent_steps = {v: tuple((i, step.template) for i, step in enumerate(p.steps)
+                                  if step.template and step.options is not None)
+                         for v, p in plans.items()}
+        subscribe, usage = self.subscribe, self.usage
+        limit = rule.limits.max if rule.limits is not None else None
+        rule_counts = self.rule_counts
+        fired = usage.rule.setdefault(rule.id, Counter())
+        caps = self.caps
+        budget = self.budget
         for d in decisions:
             if d.outcome != "fire":
                 out.append(d)
                 continue
-            plan = plans[d.variant]
             user = d.user_id
-            channels, no_consent = channels_of(plan, user)
-            reason = (("opted_out" if user in optout else None)
-                      or capped(rule, user, channels) or no_consent
-                      or (budget(plan.stocks) if plan.stocks else None))
-            if reason:
-                out.append(_decided(d, "suppressed", reason, d.channels, d.deferred_until))
+            variant = d.variant
+            channels, reason = routes[variant](user)
+            if user in optout:
+                reason = "opted_out"
+            elif limit is not None and rule_counts.get(user, 0) + fired.get(user, 0) >= limit:
+                reason = "capped_rule"
+            else:
+                for channel, most, counts, used in caps:
+                    if channel is not None and channel not in channels:
+                        continue
+                    if counts.get(user, 0) + used.get(user, 0) >= most:
+                        reason = "capped_global"
+                        break
+            stocks = plans[variant].stocks
+            if reason is None and stocks:
+                reason = budget(stocks)
+            if reason is not None:
+                out.append(d.decided("suppressed", reason, d.channels, d.deferred_until))
                 continue
-            take(rule, plan, user, channels)
-            out.append(_decided(d, outcome, None, channels,
-                                d.deferred_until if until_us is None else until_us))
+            # take: what this fire uses counts against the next candidates and rules
+            # (dict.get, not Counter's __missing__: a Python call per missing key)
+            if limit is not None:
+                fired[user] = fired.get(user, 0) + 1
+            for channel, _, _, used in caps:
+                if channel is None or channel in channels:
+                    used[user] = used.get(user, 0) + 1
+            for i, template in consent_steps[variant]:
+                if channels[i] in subscribe:
+                    taken = usage.consent[template]
+                    taken[user] = taken.get(user, 0) + 1
+            for stock in stocks:
+                usage.coupons[stock.name] += 1
+                usage.coupon_fen[stock.name] += stock.value_fen
+            out.append(d.decided(outcome, None, channels,
+                                 d.deferred_until if until_us is None else until_us))
         return out
 
     def take(self, rule: Rule, plan: VariantPlan, user_id: str,
              channels: Sequence[str]) -> None:
+        """What one fire uses (as `apply` records it inline)."""
         usage = self.usage
-        usage.rule[(rule.id, user_id)] += 1
-        for i, channel, _, _ in self.caps:  # (empty unless a marketing rule)
+        usage.rule.setdefault(rule.id, Counter())[user_id] += 1
+        for channel, _, _, used in self.caps:  # (empty unless a marketing rule)
             if channel is None or channel in channels:
-                usage.caps[(user_id, i)] += 1
+                used[user_id] += 1
         for step, ch in zip(plan.steps, channels):
             if step.template and step.options is not None and ch in self.subscribe:
-                usage.consent[(user_id, step.template)] += 1
+                usage.consent.setdefault(step.template, Counter())[user_id] += 1
         for stock in plan.stocks:
             usage.coupons[stock.name] += 1
             usage.coupon_fen[stock.name] += stock.value_fen
-
-
-def _decided(d: Any, outcome: str, reason: str | None, channels: tuple[str, ...],
-             deferred_until: int | None) -> Any:
-    """`d` (a plan.Decision) with its outcome decided, built directly: dataclasses.replace
-    costs several times more over hundreds of thousands of decisions. Names every field of
-    Decision: a field added there must be carried here too."""
-    return type(d)(user_id=d.user_id, outcome=outcome, reason=reason, occurrence=d.occurrence,
-                   eval_at=d.eval_at, variant=d.variant, event_id=d.event_id,
-                   channels=channels, deferred_until=deferred_until)

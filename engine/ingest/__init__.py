@@ -20,7 +20,7 @@ import orjson
 
 from ..errors import CannotRun
 from ..project import Project
-from ..store import Store, open_project_store
+from ..store import Store, event_summary, open_project_store
 from .read import Checked, CsvChunk, JsonlChunk, check_chunk, csv_chunks, jsonl_chunks, \
     source_format
 from .rows import Spec
@@ -148,12 +148,13 @@ def ingest(project: Project, kind: str, files: Sequence[str], *, db: str | None 
                 summary = FileSummary(name)
                 result.files.append(summary)
                 for checked in checker.run(spec, _chunks(name, stdin)):
-                    _write(store, checked, summary, result, seen, out, name)
+                    _write(store, checked, summary, result, seen, out, name, bulk)
                     if progress is not None:
                         progress(checked.size)
             if bulk:
                 store.build_events_indexes(rebuild)
                 store.resume_event_triggers(triggers)
+                event_summary.rebuild(store.conn)
     finally:
         if out is not None:
             out.close()
@@ -219,7 +220,7 @@ def _chunks(name: str, stdin: BinaryIO | None) -> Iterator[JsonlChunk | CsvChunk
 
 
 def _write(store: Store, checked: Checked, summary: FileSummary, result: IngestResult,
-           seen: set[str], out: IO[bytes] | None, name: str) -> None:
+           seen: set[str], out: IO[bytes] | None, name: str, bulk: bool = False) -> None:
     summary.read += checked.read
     summary.accepted += len(checked.rows)
     summary.rejected += len(checked.rejects)
@@ -236,7 +237,9 @@ def _write(store: Store, checked: Checked, summary: FileSummary, result: IngestR
             if len(seen) > _SEEN_USERS_MAX:
                 seen.clear()
             seen |= new
-        summary.duplicates += len(checked.rows) - store.insert_events(checked.rows)
+        # the stored event summary: rebuilt once after a bulk load, else set-wise per batch
+        added = store.insert_events(checked.rows, summary=not bulk)
+        summary.duplicates += len(checked.rows) - added
         return
     changed = store.write_users(checked.rows)
     summary.duplicates += len(checked.rows) - changed

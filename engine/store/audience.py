@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..lang import typed as t
 from ..lang.to_python import EventRow, local_day
 from ..lang.values import DAY_US, HOUR_US, fixed_offset_us, literal, local_midnight_us
+from . import event_summary
 from .dialect import SQLITE
 
 _counter = itertools.count()
@@ -34,7 +35,8 @@ class Query:
     """The statements of one audience selection: temp tables first, then the SELECT."""
 
     prelude: list[str] = field(default_factory=list)
-    joins: list[str] = field(default_factory=list)
+    # (inner: the condition needs a row there, table and alias, ON condition)
+    joins: list[tuple[bool, str, str]] = field(default_factory=list)
     cleanup: list[str] = field(default_factory=list)
 
 
@@ -49,6 +51,10 @@ class Env:
     # type_id -> a shared per-user summary of that event type before T (materialise_summary):
     # unwindowed, unfiltered count/exists/first/last/sum(amount) read it instead of a pass
     summary: Callable[[int], str] | None = None
+    # the stored event summary is fresh (event_summary.is_fresh): `lifecycle` reads each user's
+    # activity row from it instead of seeking in the events, and `exists(E, W)` (no filter)
+    # reads the per-type summary (`summary`) instead of a GROUP BY over the window
+    stored_summary: bool = False
 
 
 class Compiler:
@@ -67,6 +73,7 @@ class Compiler:
         self.rfm_strict = False
         self.has_signup = False
         self.strict: set[int] = set()
+        self._activity: tuple[str, str, str] | None = None
 
     def bind(self, value: Any) -> str:
         self.params.append(value)
@@ -158,6 +165,8 @@ class Compiler:
         none lies before X while one lies in [X, T) (read only when signup_at does not
         decide `new`)."""
         new_w, active_w, sleeping_w = self.env.lifecycle
+        if self.env.stored_summary:
+            return self.lifecycle_from_summary()
         T = self.bind(self.env.T)
 
         def any_in(lo: str | None, hi: str) -> str:
@@ -174,19 +183,50 @@ class Compiler:
                 f"WHEN {any_in(self.bind(self.env.T - sleeping_w), T)} THEN 'sleeping' "
                 "ELSE 'churned' END)")
 
+    def lifecycle_from_summary(self) -> str:
+        """`lifecycle` from each user's activity row of the stored event summary (first and
+        last event before T, joined once): the same cases as `lifecycle`, without a seek
+        except one for each user with an event at or after T."""
+        new_w, active_w, sleeping_w = self.env.lifecycle
+        if self._activity is None:
+            table, on, first, last, seek = event_summary.activity_sql(self.bind, self.env.T)
+            self.q.joins.append((False, table, on))
+            self._activity = (first, last, seek)
+        first, last, seek = self._activity
+        T = self.bind(self.env.T)
+        since_new = self.bind(self.env.T - new_w)
+        first_new = f"({first} >= {since_new})"
+        new = (f"(CASE WHEN u.\"signup_at\" < {T} THEN u.\"signup_at\" >= {since_new} "
+               f"ELSE {first_new} END)") if self.has_signup else first_new
+        active, sleeping = self.bind(self.env.T - active_w), self.bind(self.env.T - sleeping_w)
+
+        def by_last(x: str) -> str:  # NULL (no event before T): churned
+            return (f"(CASE WHEN {x} >= {active} THEN 'active' WHEN {x} >= {sleeping} "
+                    "THEN 'sleeping' ELSE 'churned' END)")
+        return (f"(CASE WHEN {new} THEN 'new' WHEN {last} < {T} THEN {by_last(last)} "
+                f"WHEN {last} >= {T} THEN {seek.format(value=by_last('MAX(lc_e.ts)'))} "
+                "ELSE 'churned' END)")
+
     def aggregate(self, n: t.TAgg) -> str:
         type_id = self.env.type_ids.get(n.event)
         name = f"zl_agg_{next(_counter)}"
         col = _summary_column(n)
         if col is not None and type_id is not None and self.env.summary is not None:
-            join = "JOIN" if id(n) in self.strict else "LEFT JOIN"
-            self.q.joins.append(f"{join} {self.env.summary(type_id)} {name} "
-                                f"ON {name}.user_id = u.user_id")
+            self.q.joins.append((id(n) in self.strict, f"{self.env.summary(type_id)} {name}",
+                                 f"{name}.user_id = u.user_id"))
             if n.func in ("count", "sum"):
                 return f"COALESCE({name}.{col}, 0)"
             if n.func == "exists":
                 return f"({name}.{col} IS NOT NULL)"
             return f"{name}.{col}"
+        if (n.func == "exists" and n.window is not None and n.where is None
+                and type_id is not None and self.env.summary is not None
+                and self.env.stored_summary):
+            # an event in [T - W, T) exists iff the last one before T is at or after T - W
+            self.q.joins.append((id(n) in self.strict, f"{self.env.summary(type_id)} {name}",
+                                 f"{name}.user_id = u.user_id"))
+            since = self.bind(self.env.T - n.window // timedelta(microseconds=1))
+            return f"({name}.last_ts IS NOT NULL AND {name}.last_ts >= {since})"
         T = self.env.T
         where = [f"e.type_id = {self.bind(type_id if type_id is not None else -1)}",
                  f"e.ts < {self.bind(T)}"]
@@ -204,7 +244,7 @@ class Compiler:
         elif n.func == "days_with":
             value = f"COUNT(DISTINCT {self.local_day_sql('e.ts')})"
         elif n.func == "streak":
-            return self.streak(name, cond, "JOIN" if id(n) in self.strict else "LEFT JOIN")
+            return self.streak(name, cond, id(n) in self.strict)
         else:
             assert n.prop is not None
             col = self.expr(t.TRowField(n.type, n.span, n.event, n.prop, n.prop_standard), "e")
@@ -213,8 +253,7 @@ class Compiler:
                               "WITHOUT ROWID")
         self.q.prelude.append(f"INSERT INTO {name} SELECT e.user_id, {value} FROM events e "
                               f"WHERE {cond} GROUP BY e.user_id")
-        join = "JOIN" if id(n) in self.strict else "LEFT JOIN"
-        self.q.joins.append(f"{join} {name} ON {name}.user_id = u.user_id")
+        self.q.joins.append((id(n) in self.strict, name, f"{name}.user_id = u.user_id"))
         self.q.cleanup.append(f"DROP TABLE IF EXISTS {name}")
         if n.func in ("count", "sum", "days_with"):
             return f"COALESCE({name}.v, 0)"
@@ -222,7 +261,7 @@ class Compiler:
             return f"({name}.v IS NOT NULL)"
         return f"{name}.v"
 
-    def streak(self, name: str, cond: str, join: str) -> str:
+    def streak(self, name: str, cond: str, inner: bool) -> str:
         """Consecutive local days with an event, ending today or yesterday (gaps and islands)."""
         day = self.local_day_sql("e.ts")
         today = local_day(self.env.T, self.env.tz)
@@ -236,7 +275,7 @@ class Compiler:
             f"  SELECT user_id, d + ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY d DESC)"
             f"    AS grp, MAX(d) OVER (PARTITION BY user_id) AS top FROM {days}"
             f") WHERE top >= {self.bind(today - 1)} AND grp = top + 1 GROUP BY user_id")
-        self.q.joins.append(f"{join} {name} ON {name}.user_id = u.user_id")
+        self.q.joins.append((inner, name, f"{name}.user_id = u.user_id"))
         self.q.cleanup += [f"DROP TABLE IF EXISTS {name}", f"DROP TABLE IF EXISTS {days}"]
         return f"COALESCE({name}.v, 0)"
 
@@ -332,9 +371,20 @@ class Compiler:
         joins = list(self.q.joins)
         if self.needs_rfm:
             assert self.env.rfm_table is not None, "RFM was not materialised"
-            join = "JOIN" if self.rfm_strict else "LEFT JOIN"
-            joins.append(f"{join} {self.env.rfm_table} rfm ON rfm.user_id = u.user_id")
-        return f"SELECT u.user_id FROM users u {' '.join(joins)} WHERE {where} ORDER BY u.user_id"
+            joins.append((self.rfm_strict, f"{self.env.rfm_table} rfm", "rfm.user_id = u.user_id"))
+        # A table the condition needs a row in (an inner join) drives the query: its users
+        # (buyers, an RFM table: a third of all users) are looked up in `users`, rather than
+        # every user being scanned and looked up in it; SQLite's planner, without statistics
+        # on the temp tables, scans `users`. CROSS JOIN fixes the order; the rows are the same.
+        inner = [j for j in joins if j[0]]
+        head = "users u"
+        if inner:
+            _, table, on = inner[0]
+            head = f"{table} CROSS JOIN users u ON {on}"
+            joins.remove(inner[0])
+        rest = " ".join(f"{'JOIN' if i else 'LEFT JOIN'} {table} ON {on}"
+                        for i, table, on in sorted(joins, key=lambda j: not j[0]))
+        return f"SELECT u.user_id FROM {head} {rest} WHERE {where} ORDER BY u.user_id"
 
     def run(self, conn: Any, sql: str) -> Any:
         """Execute with the numbered parameters the statement uses (?1 .. ?max)."""
@@ -434,13 +484,16 @@ def _summary_column(n: t.TAgg) -> str | None:
     return {"count": "n", "exists": "n", "last": "last_ts", "first": "first_ts"}.get(n.func)
 
 
-def materialise_summary(conn: Any, T: int, type_id: int) -> str:
+def materialise_summary(conn: Any, T: int, type_id: int, stored: bool = False) -> str:
     """Per user with an event of `type_id` before T: how many, the first and last ts and the
     sum of amounts (fen). One pass shared by every rule of a tick that counts or dates that
-    event type without a window or a filter, and by RFM (its purchase metrics)."""
+    event type without a window or a filter, and by RFM (its purchase metrics). With `stored`
+    (the stored event summary is fresh), copied from it, corrected as of T, when it can."""
     name = f"zl_act_e{type_id}_{next(_counter)}"  # zl_act_: dropped with the tick's tables
     conn.execute(f"CREATE TEMP TABLE {name} (user_id TEXT PRIMARY KEY, n, first_ts, last_ts, "
                  "amount) WITHOUT ROWID")
+    if stored and event_summary.as_of(conn, T, type_id, name):
+        return name
     conn.execute(f"INSERT INTO {name} SELECT user_id, COUNT(*), MIN(ts), MAX(ts), "
                  "SUM(amount_fen) FROM events WHERE type_id = ? AND ts < ? GROUP BY user_id",
                  (type_id, T))

@@ -18,7 +18,7 @@ import orjson
 
 from ..config import DataModel
 from ..errors import CannotRun
-from . import rfm_sql, schema
+from . import event_summary, rfm_sql, schema
 from .dialect import SQLITE, SqliteDialect
 
 EventRow = tuple[str, str, int, int, "int | None", "str | None"]
@@ -141,12 +141,17 @@ class Store:
         return rfm_sql.rows(self.conn)
 
     # ---- writing (call inside transaction()) -----------------------------------------------
-    def insert_events(self, rows: Sequence[EventRow]) -> int:
+    def insert_events(self, rows: Sequence[EventRow], summary: bool = True) -> int:
         """Insert events, ignoring those whose event_id is already stored; returns how many
-        were new (`rowcount`: rows written by triggers on events are not counted)."""
-        return int(self.conn.executemany(
+        were new (`rowcount`: rows written by triggers on events are not counted). The stored
+        event summary is brought up to date with them, unless `summary` is False (a bulk
+        load, which rebuilds it once at the end)."""
+        added = int(self.conn.executemany(
             "INSERT OR IGNORE INTO events(event_id, user_id, type_id, ts, amount_fen, props) "
             "VALUES (?, ?, ?, ?, ?, ?)", rows).rowcount)
+        if summary:
+            event_summary.refresh_batch(self.conn, rows, added)
+        return added
 
     def ensure_users(self, user_ids: Iterable[str]) -> int:
         """Create the users that do not exist yet (with no attributes); returns how many."""

@@ -32,14 +32,15 @@ _FILL_BASE = f"""INSERT INTO {_BASE}(user_id, recency_days, frequency, monetary)
 SELECT user_id, (:at - MAX(ts)) / :day, COUNT(*), COALESCE(SUM(amount_fen), 0)
 FROM events WHERE type_id = :type AND ts < :at GROUP BY user_id"""
 
-_FILL_BASE_FROM = f"""INSERT INTO {_BASE}(user_id, recency_days, frequency, monetary)
-SELECT user_id, (:at - last_ts) / :day, n, COALESCE(amount, 0) FROM {{source}}"""
+# The same metrics read from the tick's per-user summary, in place (no copy into _BASE).
+_FROM_SOURCE = """(SELECT user_id, (:at - last_ts) / :day AS recency_days, n AS frequency,
+COALESCE(amount, 0) AS monetary FROM {source})"""
 
 # w (users strictly worse) per distinct value of a metric: a running count over the few
 # distinct values (recency: larger is worse; frequency, monetary: smaller is worse).
 _FILL_WORSE = f"""INSERT INTO {_WORSE}(metric, v, w)
 SELECT :metric, v, SUM(c) OVER (ORDER BY v {{order}}) - c
-FROM (SELECT {{col}} AS v, COUNT(*) AS c FROM {_BASE} GROUP BY {{col}})"""
+FROM (SELECT {{col}} AS v, COUNT(*) AS c FROM {{base}} GROUP BY {{col}})"""
 _METRICS = ((0, "recency_days", "DESC"), (1, "frequency", "ASC"), (2, "monetary", "ASC"))
 
 # The segment code is 4 * (R near) + 2 * (F high) + (M high); names are bound by code.
@@ -51,7 +52,7 @@ SELECT b.user_id, b.recency_days, b.frequency, b.monetary,
             + (b.monetary * :n >= :sm)
            WHEN 7 THEN :s7 WHEN 6 THEN :s6 WHEN 5 THEN :s5 WHEN 4 THEN :s4
            WHEN 3 THEN :s3 WHEN 2 THEN :s2 WHEN 1 THEN :s1 ELSE :s0 END
-FROM {_BASE} b {{joins}}"""
+FROM {{base}} b {{joins}}"""
 _SCORES = "1 + 5 * wr.w / :n, 1 + 5 * wf.w / :n, 1 + 5 * wm.w / :n"
 _SCORE_JOINS = f"""
 CROSS JOIN {_WORSE} wr ON wr.metric = 0 AND wr.v = b.recency_days
@@ -92,17 +93,23 @@ def materialise(conn: sqlite3.Connection, at_us: int, type_id: int,
                  "w INTEGER, PRIMARY KEY (metric, v)) WITHOUT ROWID"):
         conn.execute(stmt)
     try:
-        conn.execute(_FILL_BASE if source is None else _FILL_BASE_FROM.format(source=source),
-                     params)
+        base = _BASE
+        if source is None:
+            conn.execute(_FILL_BASE, params)
+        else:
+            base = _FROM_SOURCE.format(source=source)
+        at = {"at": at_us, "day": params["day"]}
         n, sr, sf, sm = conn.execute(f"SELECT COUNT(*), SUM(recency_days), SUM(frequency), "
-                                     f"SUM(monetary) FROM {_BASE}").fetchone()
+                                     f"SUM(monetary) FROM {base}", at).fetchone()
         if n:
             for metric, col, order in _METRICS if scores else ():  # fixed names, never input
-                conn.execute(_FILL_WORSE.format(col=col, order=order), {"metric": metric})
-            params = {"n": n, "sr": sr, "sf": sf, "sm": sm}
+                conn.execute(_FILL_WORSE.format(col=col, order=order, base=base),
+                             {"metric": metric, **at})
+            params = {"n": n, "sr": sr, "sf": sf, "sm": sm, **at}
             params.update({f"s{i}": name for i, name in enumerate(segment_names)})
-            conn.execute(_FILL.format(scores=_SCORES, joins=_SCORE_JOINS) if scores else
-                         _FILL.format(scores="NULL, NULL, NULL", joins=""), params)
+            conn.execute(_FILL.format(scores=_SCORES, joins=_SCORE_JOINS, base=base) if scores
+                         else _FILL.format(scores="NULL, NULL, NULL", joins="", base=base),
+                         params)
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {_BASE}")
         conn.execute(f"DROP TABLE IF EXISTS {_WORSE}")

@@ -44,6 +44,12 @@ def _leaner_ledger() -> tuple[str, ...]:
     return MIGRATION_0007
 
 
+def _event_summary() -> tuple[str, ...]:
+    from .event_summary import MIGRATION
+
+    return MIGRATION
+
+
 def _consent_accepts() -> tuple[str, ...]:
     from .consent import MIGRATION
 
@@ -92,6 +98,8 @@ ENGINE_MIGRATIONS: Sequence[tuple[str, Sequence[str]]] = (
     ("0004 report indexes", tuple(_report_indexes())),
     # subscription-consent accepts per (user, ts), kept by triggers on events
     ("0005 consent accepts", _consent_accepts()),
+    # per-user, per-event-type count, first/last ts and amount, kept after each ingest batch
+    ("0006 event summary", _event_summary()),
     # fewer indexes on fires and outbox, one copy of each action's JSON (engine/store/ledger.py)
     ("0007 leaner ledger", _leaner_ledger()),
 )
