@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from .experiments import assigner
 from .lang import typed as t
@@ -40,8 +40,11 @@ REASONS = {
 }
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
+    """What happens to one matched user. An immutable record like the frozen dataclasses
+    elsewhere, but a NamedTuple: a plan builds one or two per matched user (hundreds of
+    thousands), and a NamedTuple is built in a third of the time of a frozen dataclass."""
+
     user_id: str
     outcome: str  # fire | deferred | suppressed
     reason: str | None
