@@ -241,3 +241,23 @@ def test_rfm_from_the_summary_equals_rfm_from_the_events(tmp_path: Path, scores:
             assert sorted(store.conn.execute("SELECT * FROM temp.rfm").fetchall()) == direct
             assert direct
             snap.drop_tables()
+
+
+def test_an_ingest_repairs_a_summary_left_stale(tmp_path: Path) -> None:
+    """Events written around the engine leave the summary behind; the next `engine ingest
+    events` (even of events already stored) rebuilds it."""
+    make_rule_project(tmp_path, {})
+    proj, store = load_rows(tmp_path, [{"user_id": "a"}], [
+        ("a", "order_paid", T - timedelta(days=2), 5000, None)])
+    with store:
+        store.conn.execute("INSERT INTO events VALUES ('x', 'a', ?, ?, 100, NULL)",
+                           (store.type_ids["order_paid"], to_micros(T)))
+        assert not event_summary.is_fresh(store.conn)
+    rows = tmp_path / "again.jsonl"
+    rows.write_text('{"event_id": "x", "user_id": "a", "type": "order_paid", '
+                    f'"ts": "{T.isoformat()}", "amount": 1.00}}\n', encoding="utf-8")
+    result = run_ingest(proj, "events", rows)
+    assert result.files[0].duplicates == 1
+    with open_project_store(proj) as store:
+        assert event_summary.is_fresh(store.conn)
+        assert stored(store.conn) == recount(store.conn)

@@ -154,6 +154,9 @@ def ingest(project: Project, kind: str, files: Sequence[str], *, db: str | None 
             if bulk:
                 store.build_events_indexes(rebuild)
                 store.resume_event_triggers(triggers)
+            if kind == "events" and (bulk or not event_summary.is_fresh(store.conn)):
+                # after a bulk load, or when something wrote events around the engine (the
+                # summary then no longer covers them and plan would read every event)
                 event_summary.rebuild(store.conn)
     finally:
         if out is not None:
