@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from .experiments import assigner
 from .lang import typed as t
@@ -28,6 +28,7 @@ from .store import Store
 from .store import queries as q
 from .store.audience import Env, select_users
 from .store.facts import StoredFacts, lazy_facts
+from .store.rfm_sql import SegmentMeans
 from .timeutil import from_micros, to_micros
 from .triggers import date_fire_offset_us, event_eval_time
 from . import rfm as rfmlib
@@ -130,6 +131,24 @@ class Snapshot:
 
     _summaries: dict[int, str] = field(default_factory=dict)
     _fresh: bool | None = None
+    _means: tuple[int, SegmentMeans] | None = None
+
+    @property
+    def rfm_inline(self) -> Callable[[], tuple[int, SegmentMeans]] | None:
+        """For the audience compiler (Env.rfm_means): when no rule reads rfm.r/f/m, the
+        segment and metrics are computed in each query from the purchase summary, with the
+        means of this T (computed once, lazily), and no RFM table is built for it."""
+        event = self.project.config.purchase_event
+        if _reads_rfm_scores(self.project) or self.store.type_ids.get(event) is None:
+            return None
+        return self.rfm_means
+
+    def rfm_means(self) -> tuple[int, SegmentMeans]:
+        if self._means is None:
+            type_id = self.store.type_ids[self.project.config.purchase_event]
+            self._means = (type_id, rfmlib.segment_means(self.conn, self.summary(type_id),
+                                                         self.T))
+        return self._means
 
     @property
     def stored_summary(self) -> bool:
@@ -154,6 +173,8 @@ class Snapshot:
         for name in self._summaries.values():
             self.conn.execute(f"DROP TABLE IF EXISTS temp.{name}")
         self._summaries.clear()
+        self._means = None
+        self._rfm = None  # without scores, temp.rfm is a view over a summary just dropped
 
     def facts(self, user_id: str, needs_rfm: bool) -> StoredFacts:
         """A user's facts, loaded once per snapshot. They hold every stored event (the
@@ -207,7 +228,8 @@ class Occurrence:
 def scheduled_matches(snap: Snapshot, rule: Rule, slot: int) -> list[Occurrence]:
     """Audience of a schedule/every rule at T, selected in SQL."""
     env = Env(snap.T, snap.project.config.tz, snap.store.type_ids, lifecycle=_lc_tuple(snap),
-              summary=snap.summary, stored_summary=snap.stored_summary)
+              summary=snap.summary, stored_summary=snap.stored_summary,
+              rfm_means=snap.rfm_inline)
     has_signup = _has_signup(snap)
     if rule.audience is not None:
         users = select_users(snap.conn, rule.audience.expr, env, has_signup, snap.rfm_table)
@@ -217,7 +239,8 @@ def scheduled_matches(snap: Snapshot, rule: Rule, slot: int) -> list[Occurrence]
         excluded = set(select_users(snap.conn, rule.unless.expr,
                                     Env(snap.T, snap.project.config.tz, snap.store.type_ids,
                                         rfm_table=env.rfm_table, lifecycle=_lc_tuple(snap),
-                                        summary=snap.summary, stored_summary=snap.stored_summary),
+                                        summary=snap.summary, stored_summary=snap.stored_summary,
+                                        rfm_means=snap.rfm_inline),
                                     has_signup, snap.rfm_table))
         users = [u for u in users if u not in excluded]
     key = from_micros(slot, snap.project.config.tz).isoformat()

@@ -17,7 +17,8 @@ from fractions import Fraction
 from typing import Any
 
 from .config import fen_to_yuan
-from .store import Store
+from .store import Store, rfm_sql
+from .store.rfm_sql import SegmentMeans
 from .timeutil import to_micros
 
 # (name, 中文, R near, F high, M high), in LANGUAGE.md's order.
@@ -53,6 +54,12 @@ def materialise(store: Store, at: datetime, purchase_event: str, scores: bool = 
     """
     return store.materialise_rfm(to_micros(at), purchase_event, segment_names_by_code(),
                                  scores, source)
+
+
+def segment_means(conn: Any, source: str, at_us: int) -> SegmentMeans:
+    """The exact means (as sums and N) of the purchase summary `source` as of `at_us`, for
+    computing each user's segment in an audience query (Env.rfm_means)."""
+    return rfm_sql.segment_means(conn, source, at_us, segment_names_by_code())
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..lang import typed as t
 from ..lang.to_python import EventRow, local_day
 from ..lang.values import DAY_US, HOUR_US, fixed_offset_us, literal, local_midnight_us
-from . import event_summary
+from . import event_summary, rfm_sql
 from .dialect import SQLITE
 
 _counter = itertools.count()
@@ -55,6 +55,10 @@ class Env:
     # activity row from it instead of seeking in the events, and `exists(E, W)` (no filter)
     # reads the per-type summary (`summary`) instead of a GROUP BY over the window
     stored_summary: bool = False
+    # (purchase event type id, the means as of T) when no rule reads rfm.r/f/m: rfm.segment
+    # and the metrics are then computed in the query from that type's per-user summary
+    # (`summary`), with the means bound, instead of being read from an RFM table
+    rfm_means: Callable[[], tuple[int, rfm_sql.SegmentMeans]] | None = None
 
 
 class Compiler:
@@ -74,6 +78,8 @@ class Compiler:
         self.has_signup = False
         self.strict: set[int] = set()
         self._activity: tuple[str, str, str] | None = None
+        self._summaries: dict[int, tuple[str, str]] = {}  # type_id -> (alias, "table alias")
+        self._rfm_inline: dict[str, str] | None = None
 
     def bind(self, value: Any) -> str:
         self.params.append(value)
@@ -125,6 +131,8 @@ class Compiler:
             sql = f"json_extract({row}.props, {self.bind('$.' + n.name)})"
             return self.date_days_sql(sql) if n.type == t.DATE else sql
         if isinstance(n, t.TRfm):
+            if inlines_rfm(self.env, n):
+                return self.rfm_inline(n)
             self.needs_rfm = True
             self.rfm_strict = self.rfm_strict or id(n) in self.strict
             return f"rfm.{SQLITE.ident(n.name)}"
@@ -207,13 +215,36 @@ class Compiler:
                 f"WHEN {last} >= {T} THEN {seek.format(value=by_last('MAX(lc_e.ts)'))} "
                 "ELSE 'churned' END)")
 
+    def summary_join(self, type_id: int, inner: bool) -> str:
+        """The alias of the per-type summary of `type_id`, joined once per query whatever
+        reads it (aggregates, RFM); inner as soon as one reader needs a row there."""
+        assert self.env.summary is not None
+        joined = self._summaries.get(type_id)
+        if joined is None:
+            name = f"zl_agg_{next(_counter)}"
+            joined = self._summaries[type_id] = (name, f"{self.env.summary(type_id)} {name}")
+            self.q.joins.append((inner, joined[1], f"{name}.user_id = u.user_id"))
+        elif inner:
+            self.q.joins = [(True, tb, on) if tb == joined[1] else (i, tb, on)
+                            for i, tb, on in self.q.joins]
+        return joined[0]
+
+    def rfm_inline(self, n: t.TRfm) -> str:
+        """rfm.segment, recency_days, frequency or monetary from the purchase summary."""
+        assert self.env.rfm_means is not None
+        type_id, means = self.env.rfm_means()
+        name = self.summary_join(type_id, id(n) in self.strict)
+        if self._rfm_inline is None:
+            self._rfm_inline = rfm_sql.segment_sql(self.bind, means, f"{name}.last_ts",
+                                                   f"{name}.n", f"{name}.amount")
+        return self._rfm_inline[n.name]
+
     def aggregate(self, n: t.TAgg) -> str:
         type_id = self.env.type_ids.get(n.event)
         name = f"zl_agg_{next(_counter)}"
         col = _summary_column(n)
         if col is not None and type_id is not None and self.env.summary is not None:
-            self.q.joins.append((id(n) in self.strict, f"{self.env.summary(type_id)} {name}",
-                                 f"{name}.user_id = u.user_id"))
+            name = self.summary_join(type_id, id(n) in self.strict)
             if n.func in ("count", "sum"):
                 return f"COALESCE({name}.{col}, 0)"
             if n.func == "exists":
@@ -223,8 +254,7 @@ class Compiler:
                 and type_id is not None and self.env.summary is not None
                 and self.env.stored_summary):
             # an event in [T - W, T) exists iff the last one before T is at or after T - W
-            self.q.joins.append((id(n) in self.strict, f"{self.env.summary(type_id)} {name}",
-                                 f"{name}.user_id = u.user_id"))
+            name = self.summary_join(type_id, id(n) in self.strict)
             since = self.bind(self.env.T - n.window // timedelta(microseconds=1))
             return f"({name}.last_ts IS NOT NULL AND {name}.last_ts >= {since})"
         T = self.env.T
@@ -458,6 +488,12 @@ def _floordiv(a: str, unit: int) -> str:
     return f"((({a}) - (((({a}) % {unit}) + {unit}) % {unit})) / {unit})"
 
 
+def inlines_rfm(env: Env, n: t.TRfm) -> bool:
+    """Whether `n` is computed in the query from the purchase summary (not a score)."""
+    return env.rfm_means is not None and env.summary is not None and n.name in (
+        "segment", "recency_days", "frequency", "monetary")
+
+
 def uses(expr: t.TExpr, kind: type) -> bool:
     return any(isinstance(n, kind) for n in t.walk(expr))
 
@@ -507,7 +543,8 @@ def select_users(conn: Any, cond: t.TExpr, env: Env, has_signup: bool,
         register_time_functions(conn, env.tz)
     q = Query()
     comp = Compiler(env, q)
-    if uses(cond, t.TRfm) and env.rfm_table is None:
+    if any(isinstance(n, t.TRfm) and not inlines_rfm(env, n) for n in t.walk(cond)) \
+            and env.rfm_table is None:
         if rfm is None:
             raise ValueError("the condition uses rfm.* but no RFM table is available")
         env.rfm_table = rfm()

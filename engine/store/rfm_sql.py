@@ -7,14 +7,23 @@ GROUP BY, far fewer rows than users) and joined back, rather than by ranking eve
 times with window functions (three full sorts). Each metric is compared with the mean exactly,
 in integers (x * N <= sum, never a float mean). The result is a temporary table keyed by
 user_id, rebuilt on every call, so it is never stale for another T.
+
+Without scores, from the tick's per-user summary (`source`), nothing is copied: `temp.rfm` is
+then a temporary view over the summary whose segment compares each user's metrics with the
+exact sums held, with N and T, in a one-row temporary table (`temp.zl_rfm_params`, filled
+with bound parameters and read by scalar subqueries that SQLite evaluates once per
+statement). The view has the table's columns (r, f and m NULL) and the same rows and values;
+a lookup by user_id is one seek in the summary's primary key.
 """
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 RFM_TABLE = "temp.rfm"
+DAY_US = 86_400_000_000
 
 _CREATE = """CREATE TEMP TABLE rfm (
     user_id TEXT PRIMARY KEY,
@@ -25,6 +34,11 @@ _CREATE = """CREATE TEMP TABLE rfm (
     segment TEXT NOT NULL) WITHOUT ROWID"""
 
 _BASE = "temp.zl_rfm_base"
+_PARAMS = "temp.zl_rfm_params"
+_SEGMENT_CASE = """CASE 4 * (b.recency_days * :n <= :sr) + 2 * (b.frequency * :n >= :sf)
+            + (b.monetary * :n >= :sm)
+           WHEN 7 THEN :s7 WHEN 6 THEN :s6 WHEN 5 THEN :s5 WHEN 4 THEN :s4
+           WHEN 3 THEN :s3 WHEN 2 THEN :s2 WHEN 1 THEN :s1 ELSE :s0 END"""
 _WORSE = "temp.zl_rfm_worse"
 
 # One pass over the purchase events through the covering index, in user_id order.
@@ -48,11 +62,16 @@ _METRICS = ((0, "recency_days", "DESC"), (1, "frequency", "ASC"), (2, "monetary"
 _FILL = f"""INSERT INTO temp.rfm(user_id, recency_days, frequency, monetary, r, f, m, segment)
 SELECT b.user_id, b.recency_days, b.frequency, b.monetary,
        {{scores}},
-       CASE 4 * (b.recency_days * :n <= :sr) + 2 * (b.frequency * :n >= :sf)
-            + (b.monetary * :n >= :sm)
-           WHEN 7 THEN :s7 WHEN 6 THEN :s6 WHEN 5 THEN :s5 WHEN 4 THEN :s4
-           WHEN 3 THEN :s3 WHEN 2 THEN :s2 WHEN 1 THEN :s1 ELSE :s0 END
+       {_SEGMENT_CASE}
 FROM {{base}} b {{joins}}"""
+
+# The view over the tick's summary (no scores): the same metrics and segment, the named
+# parameters read from the one-row table of bound values (`:x` becomes `(SELECT x FROM p)`).
+_PARAM_NAMES = ("at", "day", "n", "sr", "sf", "sm", *(f"s{i}" for i in range(8)))
+_VIEW_BODY = ("SELECT b.user_id, b.recency_days, b.frequency, b.monetary, NULL AS r, "
+              "NULL AS f, NULL AS m, " + _SEGMENT_CASE + " AS segment FROM (SELECT user_id, "
+              "(:at - last_ts) / :day AS recency_days, n AS frequency, COALESCE(amount, 0) "
+              "AS monetary FROM {source}) b")
 _SCORES = "1 + 5 * wr.w / :n, 1 + 5 * wf.w / :n, 1 + 5 * wm.w / :n"
 _SCORE_JOINS = f"""
 CROSS JOIN {_WORSE} wr ON wr.metric = 0 AND wr.v = b.recency_days
@@ -85,8 +104,10 @@ def materialise(conn: sqlite3.Connection, at_us: int, type_id: int,
     if len(segment_names) != 8:
         raise ValueError("eight segment names, indexed by code")
     params: dict[str, object] = {"at": at_us, "day": 86_400_000_000, "type": type_id}
-    for stmt in ("DROP TABLE IF EXISTS temp.rfm", f"DROP TABLE IF EXISTS {_BASE}",
-                 f"DROP TABLE IF EXISTS {_WORSE}", _CREATE,
+    _drop(conn)
+    if source is not None and not scores:
+        return _view(conn, source, at_us, segment_names)
+    for stmt in (f"DROP TABLE IF EXISTS {_BASE}", f"DROP TABLE IF EXISTS {_WORSE}", _CREATE,
                  f"CREATE TEMP TABLE {_BASE.split('.')[1]} (user_id TEXT PRIMARY KEY, "
                  "recency_days INTEGER, frequency INTEGER, monetary INTEGER) WITHOUT ROWID",
                  f"CREATE TEMP TABLE {_WORSE.split('.')[1]} (metric INTEGER, v INTEGER, "
@@ -113,6 +134,93 @@ def materialise(conn: sqlite3.Connection, at_us: int, type_id: int,
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {_BASE}")
         conn.execute(f"DROP TABLE IF EXISTS {_WORSE}")
+    return RFM_TABLE
+
+
+def _drop(conn: sqlite3.Connection) -> None:
+    """Drop the RFM of an earlier call: a table, or a view and its parameters."""
+    row = conn.execute("SELECT type FROM sqlite_temp_master WHERE name = 'rfm'").fetchone()
+    if row is not None:
+        conn.execute("DROP VIEW temp.rfm" if row[0] == "view" else "DROP TABLE temp.rfm")
+    conn.execute(f"DROP TABLE IF EXISTS {_PARAMS}")
+
+
+@dataclass(frozen=True)
+class SegmentMeans:
+    """What the segment of a user needs besides the user's own metrics, exactly: T, the
+    number N of users with a purchase before T and the sums of their metrics (the means are
+    sum / N, compared as x * N against the sum). Sums are None when N is 0."""
+
+    at_us: int
+    n: int
+    sum_recency_days: int | None
+    sum_frequency: int | None
+    sum_monetary_fen: int | None
+    segment_names: tuple[str, ...]  # indexed by 4 * R_near + 2 * F_high + M_high
+
+
+def segment_means(conn: sqlite3.Connection, source: str, at_us: int,
+                  segment_names: Sequence[str]) -> SegmentMeans:
+    """The means of the per-user summary `source` of the purchase events before `at_us`
+    (audience.materialise_summary): one aggregate pass over it."""
+    if len(segment_names) != 8:
+        raise ValueError("eight segment names, indexed by code")
+    n, sr, sf, sm = conn.execute(
+        f"SELECT COUNT(*), SUM((?1 - last_ts) / ?2), SUM(n), SUM(COALESCE(amount, 0)) "
+        f"FROM {source}", (at_us, DAY_US)).fetchone()
+    return SegmentMeans(at_us, int(n), sr, sf, sm, tuple(segment_names))
+
+
+def segment_sql(bind: Callable[[Any], str], means: SegmentMeans, last_ts: str, n: str,
+                amount: str) -> dict[str, str]:
+    """SQL for rfm.recency_days, frequency, monetary and segment over one user's summary
+    columns (`last_ts`, `n`, `amount`: NULL when the user has no purchase before T, and then
+    so is each field), with the values bound by `bind(value) -> placeholder`. The segment
+    makes the materialised table's integer comparisons with the sums, x * N <= S, as
+    comparisons with bound integer thresholds, which is the same for integers x and N > 0:
+    x * N <= S iff x <= floor(S / N), x * N >= S iff x >= ceil(S / N); and recency, the whole
+    days in T - last_ts > 0, is <= k iff last_ts > T - (k + 1) days."""
+    recency = f"(({bind(means.at_us)} - {last_ts}) / {DAY_US})"
+    monetary = f"(CASE WHEN {n} IS NULL THEN NULL ELSE COALESCE({amount}, 0) END)"
+    out = {"recency_days": recency, "frequency": n, "monetary": monetary}
+    if not means.n:  # no buyer: every user's fields are null
+        out["segment"] = "NULL"
+        return out
+    assert means.sum_recency_days is not None and means.sum_frequency is not None
+    assert means.sum_monetary_fen is not None
+    near_after = means.at_us - (means.sum_recency_days // means.n + 1) * DAY_US
+    f_min = -(-means.sum_frequency // means.n)
+    m_min = -(-means.sum_monetary_fen // means.n)
+    # a decision tree on R near, F high, M high: three tests a row (cheaper than a code
+    # computed then matched against eight cases); names[code], code = 4 * R + 2 * F + M
+    r_near, f_high, m_high = bind(near_after), bind(f_min), bind(m_min)
+    names = [bind(name) for name in means.segment_names]
+
+    def by_m(code: int) -> str:
+        return (f"(CASE WHEN COALESCE({amount}, 0) >= {m_high} THEN {names[code + 1]} "
+                f"ELSE {names[code]} END)")
+
+    def by_f(code: int) -> str:
+        return f"(CASE WHEN {n} >= {f_high} THEN {by_m(code + 2)} ELSE {by_m(code)} END)"
+    out["segment"] = (f"(CASE WHEN {n} IS NULL THEN NULL WHEN {last_ts} > {r_near} "
+                      f"THEN {by_f(4)} ELSE {by_f(0)} END)")
+    return out
+
+
+def _view(conn: sqlite3.Connection, source: str, at_us: int,
+          segment_names: Sequence[str]) -> str:
+    """temp.rfm as a view over the tick's summary `source` (see the module's docstring)."""
+    day = DAY_US
+    m = segment_means(conn, source, at_us, segment_names)
+    n, sr, sf, sm = m.n, m.sum_recency_days, m.sum_frequency, m.sum_monetary_fen
+    values = {"at": at_us, "day": day, "n": n, "sr": sr, "sf": sf, "sm": sm,
+              **{f"s{i}": name for i, name in enumerate(segment_names)}}
+    conn.execute(f"CREATE TEMP TABLE {_PARAMS.split('.')[1]} ({', '.join(_PARAM_NAMES)})")
+    conn.execute(f"INSERT INTO {_PARAMS} VALUES ({', '.join('?' * len(_PARAM_NAMES))})",
+                 [values[k] for k in _PARAM_NAMES])
+    body = re.sub(r":(\w+)", lambda m: f"(SELECT {m.group(1)} FROM {_PARAMS})",
+                  _VIEW_BODY.format(source=source))
+    conn.execute(f"CREATE TEMP VIEW rfm AS {body}")
     return RFM_TABLE
 
 
