@@ -59,8 +59,8 @@ class Decision(NamedTuple):
     def decided(self, outcome: str, reason: str | None, channels: tuple[str, ...],
                 deferred_until: int | None) -> "Decision":
         """This decision with its outcome decided by the policy, built directly (positional
-        arguments, in field order): dataclasses.replace costs several times more over
-        hundreds of thousands of decisions. A field added above must be carried here too."""
+        arguments, in field order): `_replace` costs several times more over hundreds of
+        thousands of decisions. A field added above must be carried here too."""
         return Decision(self.user_id, outcome, reason, self.occurrence, self.eval_at,
                         self.variant, self.event_id, channels, deferred_until)
 

@@ -180,15 +180,12 @@ class Policy:
         return VariantPlan(actions, tuple(steps), tuple(stocks))
 
     # -- checks (called once per candidate: lookups in what load() read, nothing else) ------
-    def channels(self, plan: VariantPlan, user_id: str) -> tuple[tuple[str, ...], str | None]:
-        """The channel each step will use (consent and fallback resolved), or a reason."""
-        return self.router(plan)(user_id)
-
     def router(self, plan: VariantPlan) -> Callable[[str], tuple[tuple[str, ...], str | None]]:
-        """`channels` for one variant of the rule load() read, with everything that does not
-        depend on the user resolved once: per message step, its options in order as (name,
-        users without a recipient there or None, and for a subscription channel the
-        template's consent lookups)."""
+        """A function of the user giving the channel each step of one variant will use
+        (consent and fallback resolved), or the reason there is none, for the rule load()
+        read. Everything that does not depend on the user is resolved once: per message step,
+        its options in order as (name, users without a recipient there or None, and for a
+        subscription channel the template's consent lookups)."""
         absent = self.absent
         steps: list[tuple[str, tuple[tuple[Any, ...], ...] | None]] = []
         for step in plan.steps:
@@ -234,29 +231,6 @@ class Policy:
             return tuple(out), None
         return route
 
-    def consent_left(self, user_id: str, template: str) -> int:
-        granted, used = self.consent.get(template, ({}, {}))
-        g = granted.get(user_id, 0)
-        if template in self.long_term:
-            return 1 if g else 0
-        if not g:
-            return 0  # nothing granted: nothing left, whatever was used
-        taken = self.usage.consent.get(template)
-        return g - used.get(user_id, 0) - (taken[user_id] if taken is not None else 0)
-
-    def capped(self, rule: Rule, user_id: str, channels: Sequence[str]) -> str | None:
-        if rule.limits is not None:
-            n = self.rule_counts.get(user_id, 0)
-            fired = self.usage.rule.get(rule.id)
-            if n + (fired[user_id] if fired is not None else 0) >= rule.limits.max:
-                return "capped_rule"
-        for channel, most, counts, used in self.caps:  # empty: not marketing, or no cap applies
-            if channel is not None and channel not in channels:
-                continue
-            if counts.get(user_id, 0) + used[user_id] >= most:
-                return "capped_global"
-        return None
-
     def budget(self, stocks: Sequence[CouponStock]) -> str | None:
         for stock in stocks:
             if stock.name not in self.committed:
@@ -273,8 +247,9 @@ class Policy:
     # -- the pass over one rule's decisions ------------------------------------------------
     def apply(self, rule: Rule, decisions: Sequence[Any]) -> list[Any]:
         """The checks of the module docstring, in that order, for each decision that would
-        fire. The body is `capped`, `channels` and `take` inlined, with per-rule values held
-        in locals: it runs once per candidate, hundreds of thousands of times a tick."""
+        fire, then what the fire uses (rule count, caps, consent, coupons) taken so it counts
+        against the next candidates and rules. Written out in one loop with per-rule values
+        held in locals: it runs once per candidate, hundreds of thousands of times a tick."""
         candidates = [d.user_id for d in decisions if d.outcome == "fire"]
         if not candidates:
             return list(decisions)
@@ -340,18 +315,3 @@ class Policy:
             out.append(d.decided(outcome, None, channels,
                                  d.deferred_until if until_us is None else until_us))
         return out
-
-    def take(self, rule: Rule, plan: VariantPlan, user_id: str,
-             channels: Sequence[str]) -> None:
-        """What one fire uses (as `apply` records it inline)."""
-        usage = self.usage
-        usage.rule.setdefault(rule.id, Counter())[user_id] += 1
-        for channel, _, _, used in self.caps:  # (empty unless a marketing rule)
-            if channel is None or channel in channels:
-                used[user_id] += 1
-        for step, ch in zip(plan.steps, channels):
-            if step.template and step.options is not None and ch in self.subscribe:
-                usage.consent.setdefault(step.template, Counter())[user_id] += 1
-        for stock in plan.stocks:
-            usage.coupons[stock.name] += 1
-            usage.coupon_fen[stock.name] += stock.value_fen
