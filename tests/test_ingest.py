@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from engine.errors import CannotRun
 from engine.ingest import ingest, read
+from engine.project import Project
 from engine.store import open_store
 from engine.timeutil import parse_timestamp, to_micros
 from store_helpers import (T0, make_project, read_rejects, run_cli, run_ingest, store_of,
@@ -262,6 +263,71 @@ def test_parallel_workers_give_the_same_result(tmp_path: Path) -> None:
                             [tuple(e.values()) for e in store.events()]))
         assert read_rejects(tmp_path / f"r{workers}.jsonl")[0]["line"] == 1501
     assert results[0] == results[1] and results[0][:3] == (2999, 1, 7)
+
+
+def _everything(p: Project) -> dict[str, list[tuple[object, ...]]]:
+    with store_of(p) as store:
+        return {t: sorted(store.conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+                for t in ("events", "users", "consent_accepts", "event_summary",
+                          "event_summary_state")}
+
+
+def test_workers_hand_rows_over_as_shards_with_the_same_result(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer copies the workers' shards in C (engine/store/shard.py): the same events,
+    users, consent accepts, summary and counts as checking in this process, with an event_id
+    repeated inside a chunk, across chunks and files, and a second load into stored events
+    (re-sent rows and new ones, so the summary is kept both ways)."""
+    monkeypatch.setattr(read, "CHUNK_BYTES", 4096)  # many chunks, so many shards
+    first = [ev(event_id=f"e{i}", user_id=f"u{i % 11}", amount=i / 100) for i in range(300)]
+    first[10] = ev(event_id="e3", user_id="other", amount=1)  # same id later in the chunk
+    first[250] = ev(event_id="e7", user_id="later", amount=2)  # and in another chunk
+    first += [ev(event_id=f"s{i}", type="subscribe_authorized", user_id=f"u{i}",
+                 props={"template": "order_paid"}) for i in range(5)]
+    first.append(ev(ts="nope"))
+    second = first[100:160] + [ev(event_id=f"n{i}", user_id=f"new{i % 3}") for i in range(50)]
+    f1 = write_jsonl(tmp_path / "a.jsonl", first)
+    f2 = write_jsonl(tmp_path / "b.jsonl", first[:20] + [ev(event_id="s9", user_id="u1")])
+    f3 = write_jsonl(tmp_path / "c.jsonl", second)
+    seen = []
+    for workers in (0, 2):
+        p = make_project(tmp_path / f"w{workers}")
+        results = [run_ingest(p, "events", f1, f2, workers=workers),
+                   run_ingest(p, "events", f3, workers=workers)]
+        seen.append(([(r.as_json(), r.exit_code) for r in results], _everything(p)))
+    assert seen[0] == seen[1]
+    (load1, code1), (load2, code2) = seen[1][0]
+    assert (code1, code2) == (1, 0)
+    assert (load1["accepted"], load1["rejected"], load1["duplicates"]) == (326, 1, 22)
+    assert (load2["accepted"], load2["duplicates"]) == (110, 60)
+    assert load1["users_created"] == 13 and load2["users_created"] == 3
+    events = {e[0]: e for e in seen[1][1]["events"]}
+    assert events["e3"][1] == "u3" and events["e7"][1] == "u7"  # the first row of an id wins
+    assert len(seen[1][1]["consent_accepts"]) == 5
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_bulk_load_sorts_its_index_builds_on_disk(tmp_path: Path, workers: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Standard input keeps statement journals in memory while rows are written; the index
+    builds at the end must sort through temp files again (temp_store FILE = 1), which SQLite
+    allows inside the transaction only if no TEMP table was used: what the load notes (users
+    to create) lives in an attached in-memory database instead."""
+    from engine.store import Store
+
+    modes: list[int] = []
+    build = Store.build_events_indexes
+
+    def spy(self: Store, statements: list[str]) -> None:
+        build(self, statements)
+        modes.append(self.conn.execute("PRAGMA temp_store").fetchone()[0])
+
+    monkeypatch.setattr(Store, "build_events_indexes", spy)
+    p = make_project(tmp_path / "p")
+    data = "".join(json.dumps(ev(event_id=f"e{i}", user_id=f"u{i % 5}")) + "\n"
+                   for i in range(50)).encode()
+    r = ingest(p, "events", ["-"], stdin=__import__("io").BytesIO(data), workers=workers)
+    assert (r.total("accepted"), r.users_created, modes) == (50, 5, [1])
 
 
 def test_jsonl_chunks_are_bounded_and_keep_line_numbers(tmp_path: Path,

@@ -70,10 +70,12 @@ def event(i: int, user: str, typ: str, at: datetime, amount: float | None = None
     return row
 
 
-def test_ingest_keeps_the_summary_exact_batch_after_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ingest_keeps_the_summary_exact_batch_after_batch(tmp_path: Path, workers: int) -> None:
     """A bulk first load (rebuilt at the end), then small loads kept set-wise per batch, with
     only new events (their aggregates added) or with re-sent duplicates (recomputed): new
-    users, events before, at and after T, amounts null or not."""
+    users, events before, at and after T, amounts null or not. With workers the rows reach
+    the writer as shards and the summary is kept in SQL (`refresh_from`)."""
     make_rule_project(tmp_path, {})
     proj = load_project(tmp_path)
     rnd = random.Random(7)
@@ -91,7 +93,8 @@ def test_ingest_keeps_the_summary_exact_batch_after_batch(tmp_path: Path) -> Non
             rows += rnd.sample(sent, min(10, len(sent)))
         rows.append(event(10_000 + load, "u1", "checkin", T))  # exactly at T
         sent += rows
-        result = run_ingest(proj, "events", write_jsonl(tmp_path / f"{load}.jsonl", rows))
+        result = run_ingest(proj, "events", write_jsonl(tmp_path / f"{load}.jsonl", rows),
+                            workers=workers)
         assert result.exit_code == 0
         with open_project_store(proj) as store:
             assert stored(store.conn) == recount(store.conn)

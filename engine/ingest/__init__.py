@@ -20,9 +20,9 @@ import orjson
 
 from ..errors import CannotRun
 from ..project import Project
-from ..store import Store, event_summary, open_project_store
-from .read import Checked, CsvChunk, JsonlChunk, check_chunk, csv_chunks, jsonl_chunks, \
-    source_format
+from ..store import Store, event_summary, open_project_store, shard
+from .read import Checked, CsvChunk, JsonlChunk, check_chunk, check_chunk_shard, csv_chunks, \
+    jsonl_chunks, source_format
 from .rows import Spec
 
 KINDS = ("users", "events")
@@ -152,6 +152,7 @@ def ingest(project: Project, kind: str, files: Sequence[str], *, db: str | None 
                     if progress is not None:
                         progress(checked.size)
             if bulk:
+                result.users_created += store.create_noted_users()
                 store.build_events_indexes(rebuild)
                 store.resume_event_triggers(triggers)
             if kind == "events" and (bulk or not event_summary.is_fresh(store.conn)):
@@ -225,7 +226,7 @@ def _chunks(name: str, stdin: BinaryIO | None) -> Iterator[JsonlChunk | CsvChunk
 def _write(store: Store, checked: Checked, summary: FileSummary, result: IngestResult,
            seen: set[str], out: IO[bytes] | None, name: str, bulk: bool = False) -> None:
     summary.read += checked.read
-    summary.accepted += len(checked.rows)
+    summary.accepted += checked.accepted
     summary.rejected += len(checked.rejects)
     for line, code, fld, reason, row in checked.rejects:
         rej = Reject(name, line, code, fld, reason, row)
@@ -233,10 +234,19 @@ def _write(store: Store, checked: Checked, summary: FileSummary, result: IngestR
             result.shown_rejects.append(rej)
         if out is not None:
             out.write(orjson.dumps(rej.as_json(), default=str) + b"\n")
+    if checked.shard is not None:  # the rows of a worker, packed: copied in C
+        added, created = store.insert_event_shard(checked.shard, summary=not bulk,
+                                                  users=not bulk)
+        result.users_created += created
+        summary.duplicates += checked.accepted - added
+        return
     if checked.kind == "events":
         new = checked.user_ids - seen
         if new:
-            result.users_created += store.ensure_users(new)
+            if bulk:  # created all at once at the end
+                store.note_users(new)
+            else:
+                result.users_created += store.ensure_users(new)
             if len(seen) > _SEEN_USERS_MAX:
                 seen.clear()
             seen |= new
@@ -277,8 +287,10 @@ class _Checker:
             return
         pending: deque[Any] = deque()
         window = 2 * self.workers + 1
+        # events come back as shards the writer copies in C (engine/store/shard.py)
+        check = check_chunk_shard if self.kind == "events" and shard.available() else check_chunk
         for chunk in chunks:
-            pending.append(self.pool.apply_async(check_chunk, (self.kind, spec, chunk)))
+            pending.append(self.pool.apply_async(check, (self.kind, spec, chunk)))
             if len(pending) >= window:
                 yield pending.popleft().get()
         while pending:

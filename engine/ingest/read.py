@@ -15,6 +15,7 @@ from typing import Any, BinaryIO, Iterator
 import orjson
 
 from ..errors import CannotRun
+from ..store import shard
 from .fast import check_lines, fast_events
 from .rows import Bad, Spec, event_checker, user_checker
 
@@ -45,6 +46,12 @@ class Checked:
     read: int = 0
     size: int = 0
     user_ids: set[str] = field(default_factory=set)
+    shard: bytes | None = None  # events only: the good rows packed (store.shard), `rows` empty
+    packed: int = 0  # how many rows `shard` holds
+
+    @property
+    def accepted(self) -> int:
+        return len(self.rows) if self.shard is None else self.packed
 
 
 def source_format(name: str) -> str:
@@ -162,4 +169,14 @@ def check_chunk(kind: str, spec: Spec, chunk: JsonlChunk | CsvChunk) -> Checked:
                                 {k if k is not None else "": v for k, v in obj.items()}))
     if kind == "events":
         out.user_ids = {r[1] for r in rows}
+    return out
+
+
+def check_chunk_shard(kind: str, spec: Spec, chunk: JsonlChunk | CsvChunk) -> Checked:
+    """`check_chunk` for a worker process of a big events load: the good rows come back packed
+    as a shard (see engine/store/shard.py), which the writer copies in C."""
+    out = check_chunk(kind, spec, chunk)
+    if kind == "events":
+        out.shard, out.packed = shard.pack(out.rows, out.user_ids), len(out.rows)
+        out.rows, out.user_ids = [], set()
     return out

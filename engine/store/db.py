@@ -18,7 +18,7 @@ import orjson
 
 from ..config import DataModel
 from ..errors import CannotRun
-from . import event_summary, rfm_sql, schema
+from . import event_summary, rfm_sql, schema, shard
 from .dialect import SQLITE, SqliteDialect
 
 EventRow = tuple[str, str, int, int, "int | None", "str | None"]
@@ -32,6 +32,7 @@ _PRAGMAS = (
     "PRAGMA busy_timeout=10000",
 )
 _IN_CHUNK = 500  # bound values per IN (...) query
+_NOTED = "zl_noted.users"  # users named by a bulk load's events, created at its end
 
 
 def resolve_db_path(root: Path, configured: str, override: str | None = None) -> Path:
@@ -61,6 +62,8 @@ class Store:
     dialect: SqliteDialect = SQLITE
     type_ids: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     migrations: tuple[str, ...] = ()
+    _shard_attached: bool = field(default=False, init=False, repr=False)
+    _noted_attached: bool = field(default=False, init=False, repr=False)
 
     def __enter__(self) -> "Store":
         return self
@@ -152,6 +155,61 @@ class Store:
         if summary:
             event_summary.refresh_batch(self.conn, rows, added)
         return added
+
+    def insert_event_shard(self, image: bytes, summary: bool = True,
+                           users: bool = True) -> tuple[int, int]:
+        """Insert the events of a shard (`shard.pack`'s image of checked rows, made by an
+        ingest worker), creating the users they name first (unless `users` is False: a bulk
+        load notes them and creates them all at the end, see `note_users`), all in C:
+        returns (events new, users created). Same semantics as `ensure_users` then
+        `insert_events` on its rows: events already stored, or earlier in the shard, with the
+        same event_id are ignored."""
+        if not self._shard_attached:
+            self.conn.execute(f"ATTACH ':memory:' AS {shard.SCHEMA}")
+            self._shard_attached = True
+        self.conn.deserialize(image, name=shard.SCHEMA)
+        src = f"{shard.SCHEMA}.events"
+        if users:
+            created = int(self.conn.execute(
+                f"INSERT OR IGNORE INTO users(user_id) SELECT user_id FROM {shard.SCHEMA}.users"
+            ).rowcount)
+        else:
+            created = 0
+            self._noted_users_table()
+            self.conn.execute(f"INSERT INTO {_NOTED} SELECT user_id FROM {shard.SCHEMA}.users")
+        total = int(self.conn.execute(f"SELECT COUNT(*) FROM {src}").fetchone()[0])
+        added = int(self.conn.execute(
+            "INSERT OR IGNORE INTO events(event_id, user_id, type_id, ts, amount_fen, props) "
+            f"SELECT event_id, user_id, type_id, ts, amount_fen, props FROM {src} "
+            "ORDER BY rowid").rowcount)
+        if summary:
+            event_summary.refresh_from(self.conn, src, added, total)
+        return added, created
+
+    def note_users(self, user_ids: Iterable[str]) -> None:
+        """During a bulk load: remember user ids to create at the end (`create_noted_users`),
+        one sorted pass instead of a lookup in users per user of every batch (about 1.5 µs
+        per event at 1M events)."""
+        self._noted_users_table()
+        self.conn.executemany(f"INSERT INTO {_NOTED} VALUES (?)", ((u,) for u in user_ids))
+
+    def create_noted_users(self) -> int:
+        """Create the noted users that do not exist yet; returns how many."""
+        self._noted_users_table()
+        try:
+            return int(self.conn.execute(f"INSERT OR IGNORE INTO users(user_id) SELECT DISTINCT "
+                                         f"user_id FROM {_NOTED} ORDER BY 1").rowcount)
+        finally:
+            self.conn.execute(f"DELETE FROM {_NOTED}")
+
+    def _noted_users_table(self) -> None:
+        """In an attached in-memory database, not a TEMP table: SQLite refuses to change
+        `temp_store` inside a transaction once a temporary table was used, and the index
+        builds of a bulk load need it back on FILE."""
+        if not self._noted_attached:
+            self.conn.execute("ATTACH ':memory:' AS zl_noted")
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {_NOTED} (user_id TEXT NOT NULL)")
+            self._noted_attached = True
 
     def ensure_users(self, user_ids: Iterable[str]) -> int:
         """Create the users that do not exist yet (with no attributes); returns how many."""
@@ -297,10 +355,16 @@ class Store:
         consent.resume_triggers(self.conn, statements)
 
     def build_events_indexes(self, statements: Sequence[str]) -> None:
+        """Build the indexes `drop_events_indexes` dropped, each sorted with a helper thread
+        per core (SQLite's `threads`: the biggest build about 20% faster on 2 cores)."""
         self.temp_store("FILE")  # the sorts of big index builds spill to disk
-        for sql in statements:
-            self.conn.execute(sql)
-        self.conn.execute(schema.EVENTS_INDEX_SQL)  # whatever happened, the covering index
+        self.conn.execute(f"PRAGMA threads = {min(8, os.cpu_count() or 1)}")
+        try:
+            for sql in statements:
+                self.conn.execute(sql)
+            self.conn.execute(schema.EVENTS_INDEX_SQL)  # whatever happened, the covering index
+        finally:
+            self.conn.execute("PRAGMA threads = 0")
 
 
 def open_store(path: Path, datamodel: DataModel, *, create: bool = True) -> Store:

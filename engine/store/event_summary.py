@@ -26,7 +26,7 @@ events by an index seek, rows whose first_ts >= T are not visible at all.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 SUMMARY = "event_summary"
 STATE = "event_summary_state"
@@ -95,12 +95,20 @@ def _count_events(conn: Any) -> int:
         conn.execute(f"PRAGMA mmap_size = {old}")  # an int read above, not input
 
 
+_MERGE = ("ON CONFLICT(type_id, user_id) DO UPDATE SET "
+          "n = n + excluded.n, first_ts = MIN(first_ts, excluded.first_ts), "
+          "last_ts = MAX(last_ts, excluded.last_ts), amount = CASE WHEN amount IS NULL "
+          "THEN excluded.amount WHEN excluded.amount IS NULL THEN amount "
+          "ELSE amount + excluded.amount END")
 _UPSERT = (f"INSERT INTO {SUMMARY}(type_id, user_id, n, first_ts, last_ts, amount) "
-           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(type_id, user_id) DO UPDATE SET "
-           "n = n + excluded.n, first_ts = MIN(first_ts, excluded.first_ts), "
-           "last_ts = MAX(last_ts, excluded.last_ts), amount = CASE WHEN amount IS NULL "
-           "THEN excluded.amount WHEN excluded.amount IS NULL THEN amount "
-           "ELSE amount + excluded.amount END")
+           f"VALUES (?, ?, ?, ?, ?, ?) {_MERGE}")
+# The same from a table of new events (a shard, engine/store/shard.py), aggregated in SQL.
+_ADD_TYPES = (f"INSERT INTO {SUMMARY}(type_id, user_id, n, first_ts, last_ts, amount) "
+              "SELECT type_id, user_id, COUNT(*), MIN(ts), MAX(ts), SUM(amount_fen) "
+              f"FROM {{src}} GROUP BY type_id, user_id {_MERGE}")
+_ADD_ANY = (f"INSERT INTO {SUMMARY}(type_id, user_id, n, first_ts, last_ts, amount) "
+            f"SELECT {ANY_TYPE}, user_id, COUNT(*), MIN(ts), MAX(ts), NULL "
+            f"FROM {{src}} GROUP BY user_id {_MERGE}")
 
 
 def refresh_batch(conn: Any, rows: Sequence[Sequence[Any]], added: int) -> None:
@@ -116,6 +124,22 @@ def refresh_batch(conn: Any, rows: Sequence[Sequence[Any]], added: int) -> None:
         _add(conn, rows)
     else:
         _recompute(conn, {(r[2], r[1]) for r in rows})
+    conn.execute(f"UPDATE {STATE} SET events = events + ?", (added,))
+
+
+def refresh_from(conn: Any, src: str, added: int, total: int) -> None:
+    """`refresh_batch` for a batch of `total` events held in the table `src` (a shard: a
+    name the store chose, not input), `added` of them new, aggregated in SQL."""
+    if not added or not _has(conn):
+        return
+    if added == total:
+        conn.execute(_ADD_TYPES.format(src=src))
+        conn.execute(_ADD_ANY.format(src=src))
+    else:
+        _recompute_keys(conn, lambda: (
+            conn.execute(f"INSERT OR IGNORE INTO temp.zl_sum_keys SELECT type_id, user_id "
+                         f"FROM {src}"),
+            conn.execute(f"INSERT OR IGNORE INTO temp.zl_sum_users SELECT user_id FROM {src}")))
     conn.execute(f"UPDATE {STATE} SET events = events + ?", (added,))
 
 
@@ -147,14 +171,21 @@ def _fold(into: dict[Any, list[Any]], key: Any, ts: int, amount: int | None) -> 
 
 
 def _recompute(conn: Any, pairs: set[tuple[int, str]]) -> None:
+    _recompute_keys(conn, lambda: (
+        conn.executemany("INSERT OR IGNORE INTO temp.zl_sum_keys VALUES (?, ?)", pairs),
+        conn.executemany("INSERT OR IGNORE INTO temp.zl_sum_users VALUES (?)",
+                         {(u,) for _, u in pairs})))
+
+
+def _recompute_keys(conn: Any, fill: Callable[[], object]) -> None:
+    """Recompute the summary rows of the (type, user) pairs and users that `fill` puts in
+    temp.zl_sum_keys and temp.zl_sum_users."""
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS zl_sum_keys (type_id INTEGER, user_id TEXT, "
                  "PRIMARY KEY (type_id, user_id)) WITHOUT ROWID")
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS zl_sum_users (user_id TEXT PRIMARY KEY) "
                  "WITHOUT ROWID")
     try:
-        conn.executemany("INSERT OR IGNORE INTO temp.zl_sum_keys VALUES (?, ?)", pairs)
-        conn.executemany("INSERT OR IGNORE INTO temp.zl_sum_users VALUES (?)",
-                         {(u,) for _, u in pairs})
+        fill()
         conn.execute(_FILL_TYPES.format(keys="temp.zl_sum_keys k"))
         conn.execute(_FILL_ANY.format(keys="temp.zl_sum_users k"))
     finally:
