@@ -6,6 +6,7 @@ import tempfile
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -306,6 +307,36 @@ def test_workers_hand_rows_over_as_shards_with_the_same_result(
     assert len(seen[1][1]["consent_accepts"]) == 5
 
 
+def test_a_clean_bulk_load_adds_each_shards_accepts_and_users(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards without duplicates add their own consent accepts (the trigger is suspended and
+    nothing is backfilled at the end) and their users come from the stored events: the same
+    tables as checking in this process."""
+    from engine.store import consent
+
+    monkeypatch.setattr(read, "CHUNK_BYTES", 2048)
+    rows = [ev(event_id=f"s{i}", type="subscribe_authorized", user_id=f"u{i % 13}",
+               props={"template": ["order_paid", "cart"][i % 2]}) if i % 3 == 0 else
+            ev(event_id=f"e{i}", user_id=f"v{i % 17}") for i in range(400)]
+    f = write_jsonl(tmp_path / "e.jsonl", rows)
+    backfills: list[bool] = []
+    resume = consent.resume_triggers
+
+    def spy(conn: Any, statements: list[str], backfill: bool = True) -> None:
+        backfills.append(backfill)
+        resume(conn, statements, backfill)
+
+    monkeypatch.setattr(consent, "resume_triggers", spy)
+    seen = []
+    for workers in (0, 2):
+        p = make_project(tmp_path / f"w{workers}")
+        r = run_ingest(p, "events", f, workers=workers)
+        seen.append((r.as_json()["users_created"], _everything(p)))
+    assert seen[0] == seen[1] and seen[1][0] == 13 + 17
+    assert len(seen[1][1]["consent_accepts"]) == 134
+    assert backfills == [True, False]  # in this process: at the end; shards: each their own
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_bulk_load_sorts_its_index_builds_on_disk(tmp_path: Path, workers: int,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
@@ -313,16 +344,16 @@ def test_a_bulk_load_sorts_its_index_builds_on_disk(tmp_path: Path, workers: int
     builds at the end must sort through temp files again (temp_store FILE = 1), which SQLite
     allows inside the transaction only if no TEMP table was used: what the load notes (users
     to create) lives in an attached in-memory database instead."""
-    from engine.store import Store
+    from engine.store import bulk
 
     modes: list[int] = []
-    build = Store.build_events_indexes
+    build = bulk._build_indexes
 
-    def spy(self: Store, statements: list[str]) -> None:
-        build(self, statements)
-        modes.append(self.conn.execute("PRAGMA temp_store").fetchone()[0])
+    def spy(conn: Any, statements: list[str]) -> None:
+        build(conn, statements)
+        modes.append(conn.execute("PRAGMA temp_store").fetchone()[0])
 
-    monkeypatch.setattr(Store, "build_events_indexes", spy)
+    monkeypatch.setattr(bulk, "_build_indexes", spy)
     p = make_project(tmp_path / "p")
     data = "".join(json.dumps(ev(event_id=f"e{i}", user_id=f"u{i % 5}")) + "\n"
                    for i in range(50)).encode()

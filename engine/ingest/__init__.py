@@ -21,6 +21,7 @@ import orjson
 from ..errors import CannotRun
 from ..project import Project
 from ..store import Store, event_summary, open_project_store, shard
+from ..store.bulk import BulkLoad
 from .read import Checked, CsvChunk, JsonlChunk, check_chunk, check_chunk_shard, csv_chunks, \
     jsonl_chunks, source_format
 from .rows import Spec
@@ -140,9 +141,8 @@ def ingest(project: Project, kind: str, files: Sequence[str], *, db: str | None 
                 _journals_in_memory(store, size >= SPILL_BYTES or "-" in files), \
                 store.transaction():
             spec = Spec.build(project.datamodel, project.config.timezone, store.type_ids)
-            bulk = kind == "events" and _bulk(store, files, size)
-            rebuild = store.drop_events_indexes() if bulk else []
-            triggers = store.suspend_event_triggers() if bulk else []
+            bulk = store.begin_bulk_load() if kind == "events" and _bulk(store, files,
+                                                                          size) else None
             seen: set[str] = set()
             for name in files:
                 summary = FileSummary(name)
@@ -151,11 +151,9 @@ def ingest(project: Project, kind: str, files: Sequence[str], *, db: str | None 
                     _write(store, checked, summary, result, seen, out, name, bulk)
                     if progress is not None:
                         progress(checked.size)
-            if bulk:
-                result.users_created += store.create_noted_users()
-                store.build_events_indexes(rebuild)
-                store.resume_event_triggers(triggers)
-            if kind == "events" and (bulk or not event_summary.is_fresh(store.conn)):
+            if bulk is not None:
+                result.users_created += store.end_bulk_load(bulk)
+            if kind == "events" and (bulk is not None or not event_summary.is_fresh(store.conn)):
                 # after a bulk load, or when something wrote events around the engine (the
                 # summary then no longer covers them and plan would read every event)
                 event_summary.rebuild(store.conn)
@@ -224,7 +222,7 @@ def _chunks(name: str, stdin: BinaryIO | None) -> Iterator[JsonlChunk | CsvChunk
 
 
 def _write(store: Store, checked: Checked, summary: FileSummary, result: IngestResult,
-           seen: set[str], out: IO[bytes] | None, name: str, bulk: bool = False) -> None:
+           seen: set[str], out: IO[bytes] | None, name: str, bulk: BulkLoad | None) -> None:
     summary.read += checked.read
     summary.accepted += checked.accepted
     summary.rejected += len(checked.rejects)
@@ -235,23 +233,21 @@ def _write(store: Store, checked: Checked, summary: FileSummary, result: IngestR
         if out is not None:
             out.write(orjson.dumps(rej.as_json(), default=str) + b"\n")
     if checked.shard is not None:  # the rows of a worker, packed: copied in C
-        added, created = store.insert_event_shard(checked.shard, summary=not bulk,
-                                                  users=not bulk)
+        added, created = store.insert_event_shard(checked.shard, bulk)
         result.users_created += created
         summary.duplicates += checked.accepted - added
         return
     if checked.kind == "events":
-        new = checked.user_ids - seen
-        if new:
-            if bulk:  # created all at once at the end
-                store.note_users(new)
-            else:
+        if bulk is not None:  # users and the summary are made at the end
+            added = store.insert_bulk_events(checked.rows, checked.user_ids, bulk)
+        else:
+            new = checked.user_ids - seen
+            if new:
                 result.users_created += store.ensure_users(new)
-            if len(seen) > _SEEN_USERS_MAX:
-                seen.clear()
-            seen |= new
-        # the stored event summary: rebuilt once after a bulk load, else set-wise per batch
-        added = store.insert_events(checked.rows, summary=not bulk)
+                if len(seen) > _SEEN_USERS_MAX:
+                    seen.clear()
+                seen |= new
+            added = store.insert_events(checked.rows)
         summary.duplicates += len(checked.rows) - added
         return
     changed = store.write_users(checked.rows)

@@ -97,9 +97,19 @@ def suspend_triggers(conn: Any) -> list[str]:
     return [str(sql) for _, sql in rows]
 
 
-def resume_triggers(conn: Any, statements: list[str]) -> None:
-    """After the bulk load: add the accepts it brought, then recreate the triggers."""
-    if statements:
+def add_new(conn: Any, src: str) -> None:
+    """While the triggers are suspended: add the accepts among the rows of the table `src` (a
+    shard of the bulk load, a name the store chose), every one of which was just inserted into
+    events as a new event: what the insert trigger would have added."""
+    conn.execute(f"INSERT OR IGNORE INTO {GRANTS}(user_id, ts, event_id, props) "
+                 f"SELECT s.user_id, s.ts, s.event_id, s.props FROM {src} s "
+                 f"WHERE {_IS_CONSENT.format(row='s')}")
+
+
+def resume_triggers(conn: Any, statements: list[str], backfill: bool = True) -> None:
+    """After the bulk load: add the accepts it brought (unless each batch added its own,
+    `add_new`), then recreate the triggers."""
+    if statements and backfill:
         conn.execute(BACKFILL)
     for sql in statements:
         conn.execute(sql)

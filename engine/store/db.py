@@ -18,7 +18,9 @@ import orjson
 
 from ..config import DataModel
 from ..errors import CannotRun
+from . import bulk as bulk_load
 from . import event_summary, rfm_sql, schema, shard
+from .bulk import BulkLoad
 from .dialect import SQLITE, SqliteDialect
 
 EventRow = tuple[str, str, int, int, "int | None", "str | None"]
@@ -32,7 +34,6 @@ _PRAGMAS = (
     "PRAGMA busy_timeout=10000",
 )
 _IN_CHUNK = 500  # bound values per IN (...) query
-_NOTED = "zl_noted.users"  # users named by a bulk load's events, created at its end
 
 
 def resolve_db_path(root: Path, configured: str, override: str | None = None) -> Path:
@@ -63,7 +64,6 @@ class Store:
     type_ids: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     migrations: tuple[str, ...] = ()
     _shard_attached: bool = field(default=False, init=False, repr=False)
-    _noted_attached: bool = field(default=False, init=False, repr=False)
 
     def __enter__(self) -> "Store":
         return self
@@ -156,63 +156,51 @@ class Store:
             event_summary.refresh_batch(self.conn, rows, added)
         return added
 
-    def insert_event_shard(self, image: bytes, summary: bool = True,
-                           users: bool = True) -> tuple[int, int]:
+    def insert_event_shard(self, image: bytes,
+                           bulk: "BulkLoad | None" = None) -> tuple[int, int]:
         """Insert the events of a shard (`shard.pack`'s image of checked rows, made by an
-        ingest worker), creating the users they name first (unless `users` is False: a bulk
-        load notes them and creates them all at the end, see `note_users`), all in C:
-        returns (events new, users created). Same semantics as `ensure_users` then
-        `insert_events` on its rows: events already stored, or earlier in the shard, with the
-        same event_id are ignored."""
+        ingest worker), all in C: returns (events new, users created). Same semantics as
+        `ensure_users` then `insert_events` on its rows: events already stored, or earlier in
+        the shard, with the same event_id are ignored. In a bulk load (`bulk`) users, consent
+        accepts and the summary are left to `end_bulk_load` (see engine/store/bulk.py)."""
         if not self._shard_attached:
             self.conn.execute(f"ATTACH ':memory:' AS {shard.SCHEMA}")
             self._shard_attached = True
         self.conn.deserialize(image, name=shard.SCHEMA)
         src = f"{shard.SCHEMA}.events"
-        if users:
+        created = 0
+        if bulk is None:
             created = int(self.conn.execute(
                 f"INSERT OR IGNORE INTO users(user_id) SELECT user_id FROM {shard.SCHEMA}.users"
             ).rowcount)
-        else:
-            created = 0
-            self._noted_users_table()
-            self.conn.execute(f"INSERT OR IGNORE INTO {_NOTED} SELECT user_id "
-                              f"FROM {shard.SCHEMA}.users")
         total = int(self.conn.execute(f"SELECT COUNT(*) FROM {src}").fetchone()[0])
         added = int(self.conn.execute(
             "INSERT OR IGNORE INTO events(event_id, user_id, type_id, ts, amount_fen, props) "
             f"SELECT event_id, user_id, type_id, ts, amount_fen, props FROM {src} "
             "ORDER BY rowid").rowcount)
-        if summary:
+        if bulk is None:
             event_summary.refresh_from(self.conn, src, added, total)
+        else:
+            bulk_load.after_shard(self.conn, bulk, shard.SCHEMA, added, total)
         return added, created
 
-    def note_users(self, user_ids: Iterable[str]) -> None:
-        """During a bulk load: remember user ids to create at the end (`create_noted_users`),
-        one sorted pass instead of a lookup in users per user of every batch (about 1.5 µs
-        per event at 1M events)."""
-        self._noted_users_table()
-        self.conn.executemany(f"INSERT OR IGNORE INTO {_NOTED} VALUES (?)",
-                              ((u,) for u in user_ids))
+    def begin_bulk_load(self) -> "BulkLoad":
+        """Before a load of events that is large next to the stored ones: drop the events
+        indexes and suspend the triggers (see engine/store/bulk.py). Inside a transaction."""
+        return bulk_load.begin(self.conn)
 
-    def create_noted_users(self) -> int:
-        """Create the noted users that do not exist yet; returns how many."""
-        self._noted_users_table()
-        try:
-            return int(self.conn.execute(f"INSERT OR IGNORE INTO users(user_id) SELECT user_id "
-                                         f"FROM {_NOTED} ORDER BY user_id").rowcount)
-        finally:
-            self.conn.execute(f"DELETE FROM {_NOTED}")
+    def insert_bulk_events(self, rows: Sequence[EventRow], user_ids: Iterable[str],
+                           bulk: "BulkLoad") -> int:
+        """`insert_events` inside a bulk load, for rows checked in this process: users and
+        the summary are left to the end. Returns how many were new."""
+        added = self.insert_events(rows, summary=False)
+        bulk_load.after_rows(self.conn, bulk, user_ids, added, len(rows))
+        return added
 
-    def _noted_users_table(self) -> None:
-        """In an attached in-memory database, not a TEMP table: SQLite refuses to change
-        `temp_store` inside a transaction once a temporary table was used, and the index
-        builds of a bulk load need it back on FILE."""
-        if not self._noted_attached:
-            self.conn.execute("ATTACH ':memory:' AS zl_noted")
-            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {_NOTED} (user_id TEXT NOT NULL "
-                              "PRIMARY KEY) WITHOUT ROWID")
-            self._noted_attached = True
+    def end_bulk_load(self, bulk: "BulkLoad") -> int:
+        """Build the indexes, create the users, add the consent accepts and recreate the
+        triggers; returns how many users were created. The caller rebuilds the summary."""
+        return bulk_load.end(self.conn, bulk)
 
     def ensure_users(self, user_ids: Iterable[str]) -> int:
         """Create the users that do not exist yet (with no attributes); returns how many."""
@@ -332,42 +320,6 @@ class Store:
             self.conn.execute(f"PRAGMA temp_store={'MEMORY' if where == 'MEMORY' else 'FILE'}")
         except sqlite3.OperationalError:
             pass
-
-    def drop_events_indexes(self) -> list[str]:
-        """Before a bulk load that is large compared with the table: drop every secondary index
-        on events (building each once afterwards is several times cheaper than maintaining it
-        row by row); returns the statements that rebuild them."""
-        rows = self.conn.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' "
-            "AND sql IS NOT NULL ORDER BY name").fetchall()
-        for name, _ in rows:
-            self.conn.execute(f"DROP INDEX {self.dialect.ident(name)}")
-        return [str(sql) for _, sql in rows]
-
-    def suspend_event_triggers(self) -> list[str]:
-        """Before a bulk load: the derived tables kept by triggers on events (consent accepts)
-        are brought up to date set-wise afterwards by `resume_event_triggers`, in the same
-        transaction, instead of row by row."""
-        from . import consent
-
-        return consent.suspend_triggers(self.conn)
-
-    def resume_event_triggers(self, statements: list[str]) -> None:
-        from . import consent
-
-        consent.resume_triggers(self.conn, statements)
-
-    def build_events_indexes(self, statements: Sequence[str]) -> None:
-        """Build the indexes `drop_events_indexes` dropped, each sorted with a helper thread
-        per core (SQLite's `threads`: the biggest build about 20% faster on 2 cores)."""
-        self.temp_store("FILE")  # the sorts of big index builds spill to disk
-        self.conn.execute(f"PRAGMA threads = {min(8, os.cpu_count() or 1)}")
-        try:
-            for sql in statements:
-                self.conn.execute(sql)
-            self.conn.execute(schema.EVENTS_INDEX_SQL)  # whatever happened, the covering index
-        finally:
-            self.conn.execute("PRAGMA threads = 0")
 
 
 def open_store(path: Path, datamodel: DataModel, *, create: bool = True) -> Store:
