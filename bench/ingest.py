@@ -113,6 +113,7 @@ def main() -> None:
                                       workers=args.workers)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, kids.ru_maxrss) / 1024
         n = result.total("read")
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
               f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}; load {load:.1f} "
@@ -120,7 +121,7 @@ def main() -> None:
         print(f"{n:,} events ({result.total('accepted'):,} accepted, "
               f"{result.users_created:,} users created) in {wall:.1f} s: {n / wall:,.0f} "
               f"events/s; CPU {cpu:.1f} s writer + {kids.ru_utime + kids.ru_stime:.1f} s "
-              "workers")
+              f"workers; peak resident memory {peak:,.0f} MB (largest process)")
         conn = timed[0]
         total_cpu = sum(conn.cpu.values())
         print(f"\nwriter statements (wall s, writer-thread CPU s, CPU µs/event):")

@@ -97,19 +97,39 @@ def suspend_triggers(conn: Any) -> list[str]:
     return [str(sql) for _, sql in rows]
 
 
-def add_new(conn: Any, src: str) -> None:
-    """While the triggers are suspended: add the accepts among the rows of the table `src` (a
-    shard of the bulk load, a name the store chose), every one of which was just inserted into
-    events as a new event: what the insert trigger would have added."""
-    conn.execute(f"INSERT OR IGNORE INTO {GRANTS}(user_id, ts, event_id, props) "
-                 f"SELECT s.user_id, s.ts, s.event_id, s.props FROM {src} s "
+STAGED = "zl_bulk_accepts"  # a bulk load's new accepts, added to GRANTS in key order at its end
+
+
+def stage_new(conn: Any, src: str) -> None:
+    """While the triggers are suspended: stage the accepts among the rows of the table `src`
+    (a shard of the bulk load, a name the store chose), every one of which was just inserted
+    into events as a new event: what the insert trigger would have added. `add_staged` adds
+    them at the end, sorted: inserting them as they come, in user order, into a table larger
+    than the page cache cost about 5 µs per accept at 10M events (2.2M accepts). The staging
+    table is on disk in the load's transaction (memory must not grow with the input) and
+    dropped before it commits."""
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {STAGED} (user_id TEXT NOT NULL, "
+                 "ts INTEGER NOT NULL, event_id TEXT NOT NULL, props TEXT)")
+    conn.execute(f"INSERT INTO {STAGED} SELECT s.user_id, s.ts, s.event_id, s.props FROM {src} s "
                  f"WHERE {_IS_CONSENT.format(row='s')}")
+
+
+def add_staged(conn: Any) -> None:
+    """Add the staged accepts in key order, then drop the staging table (if any)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    (STAGED,)).fetchone() is None:
+        return
+    conn.execute(f"INSERT OR IGNORE INTO {GRANTS}(user_id, ts, event_id, props) "
+                 f"SELECT user_id, ts, event_id, props FROM {STAGED} "
+                 "ORDER BY user_id, ts, event_id")
+    conn.execute(f"DROP TABLE {STAGED}")
 
 
 def resume_triggers(conn: Any, statements: list[str], backfill: bool = True) -> None:
     """After the bulk load: add the accepts it brought (unless each batch added its own,
-    `add_new`), then recreate the triggers."""
+    `stage_new`, then `add_staged`), then recreate the triggers."""
     if statements and backfill:
         conn.execute(BACKFILL)
+    add_staged(conn)
     for sql in statements:
         conn.execute(sql)
